@@ -1,0 +1,145 @@
+"""Attention kernels behind one signature, chosen by `Qwen3Config.attention_impl`.
+
+Masks are never passed as [T, S] arrays. Each kernel gets *index vectors* and
+builds the mask itself (block by block for the chunked kernel), so a 16k-token
+sequence never materialises a T x S boolean or score matrix unless the kernel
+chosen is the plain `xla` one.
+
+A query at key-index `q_index[b, t]` may attend to key `s` when
+
+    s <= q_index[b, t]                       (causal, in key coordinates)
+    and q_segment[b, t] == kv_segment[b, s]  (same packed example)
+    and kv_segment[b, s] != 0                (not padding)
+
+This one rule covers plain causal forwards, left padding (`kv_segment = mask`),
+sequence packing (segment ids 1, 2, ...) and KV-cache decoding (`q_index` is the
+cache slot each new token was written to).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+# A large finite negative instead of -inf: a fully-masked row (padding queries)
+# then softmaxes to a uniform row instead of NaN, and gradients stay finite.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def _allowed(q_index, q_segment, kv_segment, kv_offset=0, kv_len=None):
+    """Boolean [B, T, S_chunk] mask for keys kv_offset .. kv_offset+kv_len."""
+    kv_len = kv_segment.shape[-1] if kv_len is None else kv_len
+    kv_index = kv_offset + jnp.arange(kv_len, dtype=jnp.int32)
+    causal = kv_index[None, None, :] <= q_index[:, :, None]
+    same = q_segment[:, :, None] == kv_segment[:, None, :]
+    valid = (kv_segment != 0)[:, None, :]
+    return causal & same & valid
+
+
+def _group_queries(q, num_kv_heads):
+    """[B, T, H, D] -> [B, T, K, G, D] where H = K * G (grouped-query attention)."""
+    b, t, h, d = q.shape
+    return q.reshape(b, t, num_kv_heads, h // num_kv_heads, d)
+
+
+def xla_attention(q, k, v, q_index, q_segment, kv_segment):
+    """Reference kernel: materialises [B, K, G, T, S] scores in fp32."""
+    b, t, h, d = q.shape
+    kv_heads = k.shape[2]
+    qg = _group_queries(q, kv_heads)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (d**-0.5)
+    mask = _allowed(q_index, q_segment, kv_segment)[:, None, None, :, :]
+    scores = jnp.where(mask, scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, h, d).astype(q.dtype)
+
+
+def chunked_attention(q, k, v, q_index, q_segment, kv_segment, *, chunk_size=512):
+    """Online-softmax attention over key chunks: memory O(T x chunk), not O(T x S).
+
+    Runs everywhere (CPU included) and is differentiable; `jax.checkpoint` on
+    the chunk body keeps the backward pass from storing every chunk's scores.
+    """
+    b, t, h, d = q.shape
+    s = k.shape[1]
+    kv_heads = k.shape[2]
+    chunk = min(chunk_size, s)
+    pad = (-s) % chunk
+    if pad:
+        k = jnp.pad(k, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        v = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        kv_segment = jnp.pad(kv_segment, ((0, 0), (0, pad)))  # segment 0: masked
+    n_chunks = (s + pad) // chunk
+    qg = _group_queries(q, kv_heads) * jnp.asarray(d**-0.5, q.dtype)
+    k_chunks = k.reshape(b, n_chunks, chunk, kv_heads, d).swapaxes(0, 1)
+    v_chunks = v.reshape(b, n_chunks, chunk, kv_heads, d).swapaxes(0, 1)
+    seg_chunks = kv_segment.reshape(b, n_chunks, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def body(carry, xs):
+        m_prev, l_prev, acc = carry
+        idx, kc, vc, segc = xs
+        scores = jnp.einsum("btkgd,bskd->bkgts", qg, kc, preferred_element_type=jnp.float32)
+        mask = _allowed(q_index, q_segment, segc, kv_offset=idx * chunk, kv_len=chunk)
+        scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
+        m_new = jnp.maximum(m_prev, scores.max(axis=-1))
+        correction = jnp.exp(m_prev - m_new)
+        p = jnp.exp(scores - m_new[..., None])
+        l_new = l_prev * correction + p.sum(axis=-1)
+        pv = jnp.einsum("bkgts,bskd->bkgtd", p.astype(vc.dtype), vc,
+                        preferred_element_type=jnp.float32)
+        acc = acc * correction[..., None] + pv
+        return (m_new, l_new, acc), None
+
+    g = h // kv_heads
+    init = (
+        jnp.full((b, kv_heads, g, t), _MASK_VALUE, jnp.float32),
+        jnp.zeros((b, kv_heads, g, t), jnp.float32),
+        jnp.zeros((b, kv_heads, g, t, d), jnp.float32),
+    )
+    (m, l, acc), _ = jax.lax.scan(
+        body, init, (jnp.arange(n_chunks), k_chunks, v_chunks, seg_chunks))
+    out = acc / jnp.maximum(l, 1e-30)[..., None]
+    # [B, K, G, T, D] -> [B, T, H, D]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d).astype(q.dtype)
+
+
+def cudnn_attention(q, k, v, q_index, q_segment, kv_segment):
+    """cuDNN flash attention on GPU for training (no cache: q_index must be arange).
+
+    cuDNN takes a causal flag plus segment ids; it cannot express an arbitrary
+    `q_index`, so it is only valid when queries and keys are the same sequence.
+    """
+    del q_index
+    return jax.nn.dot_product_attention(
+        q, k, v, is_causal=True, implementation="cudnn",
+        query_seq_lengths=None, key_value_seq_lengths=None,
+        mask=(q_segment[:, None, :, None] == kv_segment[:, None, None, :])
+        & (kv_segment != 0)[:, None, None, :],
+    )
+
+
+KERNELS = {
+    "xla": xla_attention,
+    "chunked": chunked_attention,
+    "cudnn": cudnn_attention,
+}
+
+
+def get_kernel(name: str, *, chunk_size: int = 512):
+    """Look up an attention kernel by config name; unknown names are an error."""
+    if name == "chunked":
+        return functools.partial(chunked_attention, chunk_size=chunk_size)
+    if name == "splash":
+        from int_jax.models import splash  # TPU only; imported lazily.
+        return splash.splash_attention
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown attention_impl {name!r}; choose one of "
+            f"{sorted([*KERNELS, 'splash'])}") from None

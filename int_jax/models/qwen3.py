@@ -1,0 +1,461 @@
+"""Qwen3 decoder in Flax NNX, numerically matching transformers' Qwen3ForCausalLM.
+
+Every weight carries `logical_axes` metadata (MaxText style); `sharding.py` maps
+those names to mesh axes with rules from the config, so changing parallelism never
+touches this file. Projection kernels are stored head-split (`[embed, heads,
+head_dim]`) so heads can be sharded over the `tensor` axis without reshapes.
+
+One forward serves training, parity tests and KV-cache decoding:
+
+    logits = model(input_ids, positions, attention_mask)            # plain
+    logits = model(input_ids, positions, segment_ids=seg)           # packed
+    logits, cache = model.decode(input_ids, positions, cache)       # cached
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from int_jax.models import attention as attention_lib
+
+QWEN3_END_TOKEN_IDS = (151645, 151643)  # <|im_end|>, <|endoftext|>
+
+
+@dataclasses.dataclass(frozen=True)
+class Qwen3Config:
+    """Architecture plus the few execution switches that change the graph."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 40960
+    # Execution switches (not part of the checkpoint).
+    remat: bool = False  # jax.checkpoint around each decoder layer
+    scan_layers: bool = False  # nnx.scan over stacked layer weights
+    attention_impl: str = "xla"  # xla | chunked | cudnn | splash
+    attention_chunk_size: int = 512
+
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} is not a multiple of "
+                f"num_kv_heads={self.num_kv_heads}")
+
+    def replace(self, **changes) -> "Qwen3Config":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def num_params(self) -> int:
+        """Parameter count (embeddings included), for MFU and memory estimates."""
+        d, f, h, k, hd = (self.hidden_size, self.intermediate_size, self.num_heads,
+                          self.num_kv_heads, self.head_dim)
+        attn = d * h * hd * 2 + d * k * hd * 2 + 2 * hd
+        layer = attn + 3 * d * f + 2 * d
+        head = 0 if self.tie_word_embeddings else self.vocab_size * d
+        return self.vocab_size * d + self.num_layers * layer + d + head
+
+    @classmethod
+    def from_hf(cls, hf: Mapping[str, Any], **overrides) -> "Qwen3Config":
+        """Build from a transformers `config.json` dict (v4 or v5 layout)."""
+        model_type = hf.get("model_type")
+        if model_type != "qwen3":
+            raise ValueError(
+                f"unsupported model_type {model_type!r} in config.json; expected 'qwen3'")
+        # transformers 5 nests rope settings under `rope_parameters`; v4 keeps
+        # `rope_theta` at top level. Read both, prefer the nested form.
+        rope = hf.get("rope_parameters") or {}
+        theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+        rope_type = rope.get("rope_type", (hf.get("rope_scaling") or {}).get("rope_type", "default"))
+        if rope_type not in (None, "default"):
+            raise ValueError(f"unsupported rope_type {rope_type!r} in config.json")
+        heads = hf["num_attention_heads"]
+        kwargs = dict(
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=hf.get("num_key_value_heads", heads),
+            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+            rope_theta=float(theta),
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            max_position_embeddings=hf.get("max_position_embeddings", 40960),
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def to_hf(self) -> dict:
+        """The `config.json` transformers needs to load a saved checkpoint."""
+        return {
+            "architectures": ["Qwen3ForCausalLM"],
+            "model_type": "qwen3",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "use_sliding_window": False,
+            "bos_token_id": 151643,
+            "eos_token_id": 151645,
+        }
+
+
+_QWEN3_COMMON = dict(vocab_size=151936, head_dim=128, num_kv_heads=8)
+
+PRESETS: dict[str, Qwen3Config] = {
+    "qwen3_0_6b": Qwen3Config(hidden_size=1024, intermediate_size=3072, num_layers=28,
+                              num_heads=16, tie_word_embeddings=True, **_QWEN3_COMMON),
+    "qwen3_1_7b": Qwen3Config(hidden_size=2048, intermediate_size=6144, num_layers=28,
+                              num_heads=16, tie_word_embeddings=True, **_QWEN3_COMMON),
+    "qwen3_4b": Qwen3Config(hidden_size=2560, intermediate_size=9728, num_layers=36,
+                            num_heads=32, tie_word_embeddings=True, **_QWEN3_COMMON),
+    "qwen3_4b_instruct_2507": Qwen3Config(
+        hidden_size=2560, intermediate_size=9728, num_layers=36, num_heads=32,
+        tie_word_embeddings=True, rope_theta=5_000_000.0,
+        max_position_embeddings=262144, **_QWEN3_COMMON),
+    "qwen3_8b": Qwen3Config(hidden_size=4096, intermediate_size=12288, num_layers=36,
+                            num_heads=32, tie_word_embeddings=False, **_QWEN3_COMMON),
+    # Real Qwen3 vocabulary (so the real tokenizer works), toy everything else.
+    "tiny": Qwen3Config(vocab_size=151936, hidden_size=64, intermediate_size=128,
+                        num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                        tie_word_embeddings=True, max_position_embeddings=4096),
+}
+
+
+def preset(name: str, **overrides) -> Qwen3Config:
+    """A named architecture, optionally with fields replaced."""
+    try:
+        return PRESETS[name].replace(**overrides)
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+# --------------------------------------------------------------------------- cache
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Per-layer keys/values, stacked: [layers, batch, max_len, kv_heads, head_dim].
+
+    Slot `i` of the length axis holds the token at position `i`, so a decode step
+    writes at its position and causality masks everything after it (stale
+    entries from an earlier, longer sequence in the same slot are never read).
+    """
+
+    k: jax.Array
+    v: jax.Array
+
+    LOGICAL_AXES = ("layers", "cache_batch", "cache_length", "cache_kv_heads", "head_dim")
+
+    @classmethod
+    def zeros(cls, config: Qwen3Config, batch: int, max_len: int, dtype=jnp.bfloat16):
+        shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, init=None):
+    init = init or nnx.initializers.normal(stddev=0.02)
+    return nnx.Param(init(rngs.params(), shape, dtype), logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm computed in fp32, cast back to the input dtype before the scale."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype, rngs: nnx.Rngs):
+        del rngs
+        self.eps = eps
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("norm",))
+
+    def __call__(self, x):
+        dtype = x.dtype
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...].astype(dtype) * x32.astype(dtype)
+
+
+def rope(x, positions, theta: float):
+    """Rotate-half RoPE. x: [B, T, H, D]; positions: [B, T] ints."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+    cos = jnp.cos(freqs)[:, :, None, :]
+    sin = jnp.sin(freqs)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: Qwen3Config, *, dtype, param_dtype, rngs: nnx.Rngs):
+        d, h, k, hd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.cfg = cfg
+        self.dtype = dtype
+        self.q_proj = _param(rngs, (d, h, hd), ("embed", "q_heads", "head_dim"), param_dtype)
+        self.k_proj = _param(rngs, (d, k, hd), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.v_proj = _param(rngs, (d, k, hd), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.o_proj = _param(rngs, (h, hd, d), ("q_heads", "head_dim", "embed"), param_dtype)
+        self.q_norm = RMSNorm(hd, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+        self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x, positions, q_index, q_segment, kv_segment, cache_kv=None):
+        """Returns (output [B, T, D], (k, v) actually attended: the cache if given)."""
+        dt = self.dtype
+        q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(dt))
+        k = jnp.einsum("btd,dhk->bthk", x, self.k_proj[...].astype(dt))
+        v = jnp.einsum("btd,dhk->bthk", x, self.v_proj[...].astype(dt))
+        # Qwen3: per-head RMSNorm on q and k, *then* RoPE.
+        q = rope(self.q_norm(q), positions, self.cfg.rope_theta)
+        k = rope(self.k_norm(k), positions, self.cfg.rope_theta)
+        if cache_kv is not None:
+            k_cache, v_cache = cache_kv
+            k = _write_rows(k_cache, k.astype(k_cache.dtype), q_index).astype(dt)
+            v = _write_rows(v_cache, v.astype(v_cache.dtype), q_index).astype(dt)
+            written = (k.astype(k_cache.dtype), v.astype(v_cache.dtype))
+        else:
+            written = None
+        kernel = attention_lib.get_kernel(self.cfg.attention_impl,
+                                          chunk_size=self.cfg.attention_chunk_size)
+        out = kernel(q, k, v, q_index, q_segment, kv_segment)
+        return jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt)), written
+
+
+def _write_rows(cache, new, index):
+    """cache [B, S, K, D] <- new [B, T, K, D] at per-row slots index [B, T]."""
+    return jax.vmap(lambda c, n, i: c.at[i].set(n, mode="drop"))(cache, new, index)
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: Qwen3Config, *, dtype, param_dtype, rngs: nnx.Rngs):
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        self.dtype = dtype
+        self.gate_proj = _param(rngs, (d, f), ("embed", "mlp"), param_dtype)
+        self.up_proj = _param(rngs, (d, f), ("embed", "mlp"), param_dtype)
+        self.down_proj = _param(rngs, (f, d), ("mlp", "embed"), param_dtype)
+
+    def __call__(self, x):
+        dt = self.dtype
+        gate = x @ self.gate_proj[...].astype(dt)
+        up = x @ self.up_proj[...].astype(dt)
+        return (jax.nn.silu(gate) * up) @ self.down_proj[...].astype(dt)
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: Qwen3Config, *, dtype, param_dtype, rngs: nnx.Rngs):
+        kw = dict(param_dtype=param_dtype, rngs=rngs)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **kw)
+        self.self_attn = Attention(cfg, dtype=dtype, **kw)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **kw)
+        self.mlp = MLP(cfg, dtype=dtype, **kw)
+
+    def __call__(self, x, positions, q_index, q_segment, kv_segment, cache_kv=None):
+        h, written = self.self_attn(self.input_layernorm(x), positions, q_index,
+                                    q_segment, kv_segment, cache_kv)
+        x = x + h
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        x = _constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+        return x, written
+
+
+def _constrain(x, logical_axes):
+    """Shard an activation by logical names when a rules context is active."""
+    from int_jax.models import sharding  # local: sharding imports this module's types
+
+    return sharding.constrain(x, logical_axes)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class Qwen3(nnx.Module):
+    """Qwen3ForCausalLM. `dtype` is the compute dtype, `param_dtype` the storage one."""
+
+    def __init__(self, config: Qwen3Config, *, dtype=jnp.float32, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs | None = None):
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        self.config = config
+        self.dtype = dtype
+        cfg = config
+        self.embed_tokens = _param(rngs, (cfg.vocab_size, cfg.hidden_size),
+                                   ("vocab", "embed"), param_dtype)
+        layer_kw = dict(dtype=dtype, param_dtype=param_dtype)
+        if cfg.scan_layers:
+            @nnx.split_rngs(splits=cfg.num_layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0, axis_size=cfg.num_layers,
+                      transform_metadata={nnx.PARTITION_NAME: None})
+            def make_stack(r):
+                return DecoderLayer(cfg, rngs=r, **layer_kw)
+            self.layers = make_stack(rngs)
+            _prepend_layer_axis(self.layers)
+        else:
+            self.layers = nnx.List(
+                [DecoderLayer(cfg, rngs=rngs, **layer_kw) for _ in range(cfg.num_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size),
+                                  ("embed", "vocab"), param_dtype)
+
+    # -- pieces ------------------------------------------------------------------
+
+    def embed(self, input_ids):
+        x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
+        return _constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+
+    def project(self, hidden):
+        """Final-normed hidden [B, T, D] -> fp32 logits [B, T, V]."""
+        if self.config.tie_word_embeddings:
+            w = self.embed_tokens[...].astype(self.dtype)
+            logits = jnp.einsum("btd,vd->btv", hidden, w)
+        else:
+            logits = hidden @ self.lm_head[...].astype(self.dtype)
+        return logits.astype(jnp.float32)
+
+    def _run_layers(self, x, positions, q_index, q_segment, kv_segment, cache):
+        cfg = self.config
+
+        def apply(layer, x, ck, cv):
+            cache_kv = None if ck is None else (ck, cv)
+            return layer(x, positions, q_index, q_segment, kv_segment, cache_kv)
+
+        if cfg.remat:
+            apply = nnx.remat(apply, prevent_cse=not cfg.scan_layers)
+
+        if cfg.scan_layers:
+            @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0),
+                      transform_metadata={nnx.PARTITION_NAME: None})
+            def scan_fn(layer, x, ck, cv):
+                x, written = apply(layer, x, ck, cv)
+                return x, written
+
+            if cache is None:
+                dummy = jnp.zeros((cfg.num_layers, 0), jnp.int8)
+                x, _ = _scan_no_cache(self.layers, x, apply, cfg.num_layers)
+                return x, None
+            x, (k, v) = scan_fn(self.layers, x, cache.k, cache.v)
+            return x, KVCache(k=k, v=v)
+
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            ck = None if cache is None else cache.k[i]
+            cv = None if cache is None else cache.v[i]
+            x, written = apply(layer, x, ck, cv)
+            if written is not None:
+                new_k.append(written[0])
+                new_v.append(written[1])
+        new_cache = None if cache is None else KVCache(k=jnp.stack(new_k), v=jnp.stack(new_v))
+        return x, new_cache
+
+    # -- entry points --------------------------------------------------------------
+
+    def hidden_states(self, input_ids, positions=None, attention_mask=None, *,
+                      segment_ids=None):
+        """Final-normed hidden states [B, T, D] (no cache).
+
+        `segment_ids` (packing) takes precedence over `attention_mask`; both use 0
+        for padding. Without explicit positions, positions count real tokens
+        (so left padding does not shift RoPE) and restart per packed segment.
+        """
+        b, t = input_ids.shape
+        if segment_ids is None:
+            segment_ids = (jnp.ones((b, t), jnp.int32) if attention_mask is None
+                           else attention_mask.astype(jnp.int32))
+        segment_ids = segment_ids.astype(jnp.int32)
+        if positions is None:
+            positions = default_positions(segment_ids)
+        q_index = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        x = self.embed(input_ids)
+        x, _ = self._run_layers(x, positions, q_index, segment_ids, segment_ids, None)
+        return self.norm(x)
+
+    def __call__(self, input_ids, positions=None, attention_mask=None, *, segment_ids=None):
+        """Logits [B, T, V] in fp32."""
+        return self.project(self.hidden_states(
+            input_ids, positions, attention_mask, segment_ids=segment_ids))
+
+    def decode(self, input_ids, positions, cache: KVCache, *, valid=None):
+        """Run T new tokens per row against a KV cache; return (logits, new cache).
+
+        Token `[b, t]` is written to cache slot `positions[b, t]` and attends to
+        slots `<= positions[b, t]`. `valid` [B, T] (default all true) marks real
+        tokens; invalid ones (right padding of a prefill bucket) are still written
+        but never attended by the real tokens before them.
+        """
+        b, t = input_ids.shape
+        positions = positions.astype(jnp.int32)
+        q_segment = jnp.ones((b, t), jnp.int32) if valid is None else valid.astype(jnp.int32)
+        # Cache slots are all "segment 1": causality alone hides unwritten slots.
+        kv_segment = jnp.ones((b, cache.max_len), jnp.int32)
+        # Invalid query rows must still see something: give them segment 1 too.
+        q_segment = jnp.ones_like(q_segment)
+        x = self.embed(input_ids)
+        x, new_cache = self._run_layers(x, positions, positions, q_segment, kv_segment, cache)
+        return self.project(self.norm(x)), new_cache
+
+
+def _scan_no_cache(stack, x, apply, num_layers):
+    """Scan over stacked layers with no cache to thread through."""
+
+    @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
+              transform_metadata={nnx.PARTITION_NAME: None})
+    def body(layer, x):
+        x, _ = apply(layer, x, None, None)
+        return x
+
+    return body(stack, x), None
+
+
+def _prepend_layer_axis(stack: nnx.Module):
+    """Stacked layer weights gain a leading `layers` logical axis."""
+    for _, var in nnx.iter_graph(stack):
+        if isinstance(var, nnx.Variable) and getattr(var, "logical_axes", None) is not None:
+            axes = var.logical_axes
+            if len(axes) < var[...].ndim:
+                var.set_metadata(logical_axes=("layers", *axes))
+
+
+def default_positions(segment_ids):
+    """0, 1, 2, ... counting only real tokens, restarting at each segment start."""
+    segment_ids = segment_ids.astype(jnp.int32)
+    real = (segment_ids != 0).astype(jnp.int32)
+    count = jnp.cumsum(real, axis=-1)
+    # Offset of each segment's first token: count just before a segment change.
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=-1)
+    base = jnp.where(starts, count - real, 0)
+    base = jax.lax.cummax(base, axis=1)
+    return jnp.maximum(count - base - 1, 0)
+
+
+def create(config: Qwen3Config, *, dtype=jnp.float32, param_dtype=jnp.float32, seed: int = 0) -> Qwen3:
+    """A randomly initialised model (tests, benchmarks, the demo)."""
+    return Qwen3(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
