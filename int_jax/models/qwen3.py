@@ -351,16 +351,14 @@ class Qwen3(nnx.Module):
             apply = nnx.remat(apply, prevent_cse=not cfg.scan_layers)
 
         if cfg.scan_layers:
+            if cache is None:
+                return _scan_no_cache(self.layers, x, apply), None
+
             @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0),
                       transform_metadata={nnx.PARTITION_NAME: None})
             def scan_fn(layer, x, ck, cv):
-                x, written = apply(layer, x, ck, cv)
-                return x, written
+                return apply(layer, x, ck, cv)
 
-            if cache is None:
-                dummy = jnp.zeros((cfg.num_layers, 0), jnp.int8)
-                x, _ = _scan_no_cache(self.layers, x, apply, cfg.num_layers)
-                return x, None
             x, (k, v) = scan_fn(self.layers, x, cache.k, cache.v)
             return x, KVCache(k=k, v=v)
 
@@ -402,27 +400,25 @@ class Qwen3(nnx.Module):
         return self.project(self.hidden_states(
             input_ids, positions, attention_mask, segment_ids=segment_ids))
 
-    def decode(self, input_ids, positions, cache: KVCache, *, valid=None):
+    def decode(self, input_ids, positions, cache: KVCache):
         """Run T new tokens per row against a KV cache; return (logits, new cache).
 
         Token `[b, t]` is written to cache slot `positions[b, t]` and attends to
-        slots `<= positions[b, t]`. `valid` [B, T] (default all true) marks real
-        tokens; invalid ones (right padding of a prefill bucket) are still written
-        but never attended by the real tokens before them.
+        slots `<= positions[b, t]`. Right padding of a prefill bucket is written
+        too, but only ever read by queries after it, and a decode step overwrites
+        a slot before any query can read it. Positions >= max_len are dropped.
         """
         b, t = input_ids.shape
         positions = positions.astype(jnp.int32)
-        q_segment = jnp.ones((b, t), jnp.int32) if valid is None else valid.astype(jnp.int32)
-        # Cache slots are all "segment 1": causality alone hides unwritten slots.
+        # Every cache slot is "segment 1": causality alone hides unwritten slots.
+        q_segment = jnp.ones((b, t), jnp.int32)
         kv_segment = jnp.ones((b, cache.max_len), jnp.int32)
-        # Invalid query rows must still see something: give them segment 1 too.
-        q_segment = jnp.ones_like(q_segment)
         x = self.embed(input_ids)
         x, new_cache = self._run_layers(x, positions, positions, q_segment, kv_segment, cache)
         return self.project(self.norm(x)), new_cache
 
 
-def _scan_no_cache(stack, x, apply, num_layers):
+def _scan_no_cache(stack, x, apply):
     """Scan over stacked layers with no cache to thread through."""
 
     @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
@@ -431,7 +427,7 @@ def _scan_no_cache(stack, x, apply, num_layers):
         x, _ = apply(layer, x, None, None)
         return x
 
-    return body(stack, x), None
+    return body(stack, x)
 
 
 def _prepend_layer_axis(stack: nnx.Module):

@@ -1,0 +1,175 @@
+"""Device mesh and logical-axis sharding rules.
+
+Weights and activations carry *logical* axis names (`embed`, `mlp`, `q_heads`,
+...). A rules table maps each name to zero, one or several mesh axes (`data`,
+`fsdp`, `tensor`). Parallelism is therefore a config change: a different mesh
+shape or a different rules table, never a model edit.
+
+A mesh axis is dropped from a spec when it does not divide the dimension (e.g.
+one KV head on a tensor axis of 2): that dimension is then replicated instead
+of failing, which is what a user resizing a mesh expects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import math
+from typing import Iterable, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical name -> mesh axis (str), axes (tuple) or None (replicated).
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    # weights
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("q_heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("norm", None),
+    ("layers", None),
+    # activations
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_vocab", "tensor"),
+    # KV cache
+    ("cache_batch", ("data", "fsdp")),
+    ("cache_length", None),
+    ("cache_kv_heads", "tensor"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Mesh shape; -1 on one axis means "all remaining devices"."""
+
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+
+    def shape(self, num_devices: int) -> tuple[int, int, int]:
+        dims = [self.data, self.fsdp, self.tensor]
+        if dims.count(-1) > 1:
+            raise ValueError(f"at most one mesh axis may be -1, got {dims}")
+        known = math.prod(d for d in dims if d != -1)
+        if -1 in dims:
+            if num_devices % known:
+                raise ValueError(f"mesh {dims} does not divide {num_devices} devices")
+            dims[dims.index(-1)] = num_devices // known
+        if math.prod(dims) != num_devices:
+            raise ValueError(
+                f"mesh data={dims[0]} fsdp={dims[1]} tensor={dims[2]} needs "
+                f"{math.prod(dims)} devices, {num_devices} available")
+        return tuple(dims)
+
+
+def maybe_initialize_distributed(enabled: bool) -> None:
+    """Multi-host start-up (TPU pods, multi-node GPU); a no-op when disabled."""
+    if enabled and jax.process_count() == 1:
+        jax.distributed.initialize()
+
+
+def make_mesh(config: MeshConfig | None = None, devices: Sequence | None = None) -> Mesh:
+    config = config or MeshConfig()
+    devices = list(devices if devices is not None else jax.devices())
+    shape = config.shape(len(devices))
+    try:
+        # Topology-aware placement on TPU/GPU; falls back to a plain reshape.
+        arr = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
+    except Exception:  # noqa: BLE001 - CPU or odd device counts
+        arr = np.asarray(devices).reshape(shape)
+    return Mesh(arr, MESH_AXES)
+
+
+def rules_from_config(rules: Iterable | None) -> tuple:
+    """Accept rules as a list of pairs (from a ConfigDict) or None for defaults."""
+    if rules is None:
+        return DEFAULT_RULES
+    out = []
+    for name, target in rules:
+        if isinstance(target, list):
+            target = tuple(target)
+        out.append((name, target))
+    return tuple(out)
+
+
+def logical_to_spec(logical_axes: Sequence[str | None], rules=DEFAULT_RULES,
+                    shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> PartitionSpec:
+    """Map logical names to a PartitionSpec; each mesh axis is used at most once."""
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for dim, name in enumerate(logical_axes):
+        target = table.get(name) if name is not None else None
+        axes = () if target is None else ((target,) if isinstance(target, str) else tuple(target))
+        axes = tuple(a for a in axes if a not in used)
+        if shape is not None and mesh is not None:
+            # Keep only the mesh axes whose product still divides this dimension.
+            kept, size = [], 1
+            for a in axes:
+                if shape[dim] % (size * mesh.shape[a]) == 0:
+                    kept.append(a)
+                    size *= mesh.shape[a]
+            axes = tuple(kept)
+        used.update(axes)
+        spec.append(None if not axes else (axes[0] if len(axes) == 1 else axes))
+    return PartitionSpec(*spec)
+
+
+def _is_var(x):
+    return isinstance(x, nnx.Variable)
+
+
+def state_shardings(state, mesh: Mesh, rules=DEFAULT_RULES):
+    """NamedSharding for every variable of an nnx State (by its logical_axes)."""
+    return jax.tree.map(lambda var: variable_sharding(var, mesh, rules), state, is_leaf=_is_var)
+
+
+def variable_sharding(var: nnx.Variable, mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
+    """Target sharding of one variable from its `logical_axes` (replicated if none)."""
+    axes = getattr(var, "logical_axes", None)
+    if axes is None:
+        return NamedSharding(mesh, PartitionSpec())
+    return NamedSharding(mesh, logical_to_spec(axes, rules, var.get_value().shape, mesh))
+
+
+def shard_model(model: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.Module:
+    """Move every variable to its target sharding, in place; return the model."""
+    for _, var in nnx.iter_graph(model):
+        if isinstance(var, nnx.Variable):
+            var.set_value(jax.device_put(var.get_value(), variable_sharding(var, mesh, rules)))
+    return model
+
+
+# --------------------------------------------------------------------------- activations
+
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("int_jax_sharding", default=None)
+
+
+@contextlib.contextmanager
+def activation_rules(mesh: Mesh, rules=DEFAULT_RULES):
+    """Within this context (at trace time), `constrain` shards activations."""
+    token = _ACTIVE.set((mesh, tuple(rules)))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def constrain(x, logical_axes: Sequence[str | None]):
+    """`with_sharding_constraint` by logical names; identity outside a rules context."""
+    active = _ACTIVE.get()
+    if active is None:
+        return x
+    mesh, rules = active
+    spec = logical_to_spec(logical_axes, rules, x.shape, mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
