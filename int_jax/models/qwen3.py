@@ -333,12 +333,13 @@ class Qwen3(nnx.Module):
 
     def project(self, hidden):
         """Final-normed hidden [B, T, D] -> fp32 logits [B, T, V]."""
+        # Accumulate and return in fp32 even under bf16 compute: rounding logits
+        # to bf16 (~0.4% relative) is enough to flip near-tied top-1 tokens.
         if self.config.tie_word_embeddings:
             w = self.embed_tokens[...].astype(self.dtype)
-            logits = jnp.einsum("btd,vd->btv", hidden, w)
-        else:
-            logits = hidden @ self.lm_head[...].astype(self.dtype)
-        return logits.astype(jnp.float32)
+            return jnp.einsum("btd,vd->btv", hidden, w, preferred_element_type=jnp.float32)
+        w = self.lm_head[...].astype(self.dtype)
+        return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
 
     def _run_layers(self, x, positions, q_index, q_segment, kv_segment, cache):
         cfg = self.config
@@ -408,6 +409,15 @@ class Qwen3(nnx.Module):
         too, but only ever read by queries after it, and a decode step overwrites
         a slot before any query can read it. Positions >= max_len are dropped.
         """
+        hidden, new_cache = self.decode_hidden(input_ids, positions, cache)
+        return self.project(hidden), new_cache
+
+    def decode_hidden(self, input_ids, positions, cache: KVCache):
+        """`decode` without the vocabulary projection: (final-normed hidden, new cache).
+
+        Prefill needs logits at one position only; projecting all T rows of a
+        long prompt onto the vocabulary would dominate its memory.
+        """
         b, t = input_ids.shape
         positions = positions.astype(jnp.int32)
         # Every cache slot is "segment 1": causality alone hides unwritten slots.
@@ -415,7 +425,7 @@ class Qwen3(nnx.Module):
         kv_segment = jnp.ones((b, cache.max_len), jnp.int32)
         x = self.embed(input_ids)
         x, new_cache = self._run_layers(x, positions, positions, q_segment, kv_segment, cache)
-        return self.project(self.norm(x)), new_cache
+        return self.norm(x), new_cache
 
 
 def _scan_no_cache(stack, x, apply):
