@@ -9,8 +9,11 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 
-def save_config(config: ConfigDict, directory: str | os.PathLike, name: str = "config.json") -> Path:
-    """Atomically write every value the run used; returns the file written."""
+def save_config(config: ConfigDict, directory: str | os.PathLike, name: str = "run_config.json") -> Path:
+    """Atomically write every value the run used; returns the file written.
+
+    Named run_config.json so it never collides with a checkpoint's HF config.json.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / name

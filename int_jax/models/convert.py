@@ -19,6 +19,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
+from int_jax.config_io import save_config
 from int_jax.models import hf, sharding
 from int_jax.models.qwen3 import Qwen3, Qwen3Config
 
@@ -79,6 +80,7 @@ def main(config: ConfigDict, args: list[str]) -> int:
     else:
         raise SystemExit(f"int-jax convert: unknown direction {conv.direction!r} "
                          "(hf_to_orbax | orbax_to_hf)")
+    save_config(config, conv.dst)
     print(f"wrote {conv.dst}")
     return 0
 
