@@ -1,0 +1,343 @@
+"""The decoding core: bucketed prefill, insert into a slot, one step for all slots.
+
+Everything here is a pure jitted function of (params, arrays); the JetStream
+engine (`engine.py`) only adapts it to JetStream's API. Weights are passed as
+an `nnx.State` argument and merged inside the trace, so swapping weights of
+the same shapes never recompiles. Compilations are bounded by design: one
+prefill and one insert per prompt-length bucket, one decode step, one draw.
+
+Per-slot state lives on device in `DecodeState`; a decode step emits one row
+per slot into an int32 table (`OUT_*` columns; log-probabilities bit-cast
+into int32) so the host copies a single small array per step.
+
+Emission order. JetStream 0.2.2 returns nothing from prefill, so its first
+generated token must come out of the first decode step after insert: the step
+emits the token it *feeds* ("lagged"). JetStream 0.3.0 returns the first token
+from prefill, so its steps emit the token they *sample*. `lagged` picks one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from int_jax.models import sharding as sharding_lib
+from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, KVCache, Qwen3, Qwen3Config
+from int_jax.sampling import sample as sample_lib
+
+# Columns of the per-step output table [slots, OUT_WIDTH] (int32).
+OUT_TOKEN, OUT_VALID, OUT_LENGTH, OUT_TAG, OUT_LOGPROB, OUT_MODEL_LOGPROB, OUT_FINISH = range(7)
+OUT_WIDTH = 7
+# Finish codes of an emitted token.
+FINISH_NONE, FINISH_STOP, FINISH_LENGTH = 0, 1, 2
+# Length reported for a slot with nothing to emit: larger than any max_tokens,
+# so JetStream's detokenizer closes the request without appending a token.
+IDLE_LENGTH = 2**30
+
+
+class PromptTooLongError(ValueError):
+    """A prompt does not fit the largest prefill bucket (never truncated)."""
+
+
+def power_of_two_buckets(smallest: int, largest: int) -> tuple[int, ...]:
+    """smallest, 2*smallest, ... up to and including `largest` (rounded up to a power of 2)."""
+    if smallest < 1 or largest < smallest:
+        raise ValueError(f"bad bucket range {smallest}..{largest}")
+    out, b = [], smallest
+    while b < largest:
+        out.append(b)
+        b *= 2
+    out.append(b)
+    return tuple(out)
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket holding `length` tokens; an error if none does."""
+    for b in buckets:
+        if length <= b:
+            return b
+    raise PromptTooLongError(
+        f"prompt of {length} tokens is longer than the largest prefill bucket "
+        f"({buckets[-1]}); raise sampler.max_prefill_length (prompts are never truncated)")
+
+
+@flax.struct.dataclass
+class Prefix:
+    """A prefilled prompt with its first sampled token and request settings.
+
+    `shared_kv` marks KV arrays also held by the prefix cache (identical
+    prompts reuse them), which must survive JetStream freeing this prefix.
+    """
+
+    kv: KVCache  # [layers, 1, bucket, kv_heads, head_dim]
+    length: jax.Array  # int32 []: true prompt length
+    token: jax.Array  # int32 []: first generated token
+    logprob: jax.Array  # f32 []
+    model_logprob: jax.Array  # f32 []
+    key: jax.Array  # uint32 [2]: the request's raw PRNG key
+    temperature: jax.Array  # f32 []
+    top_p: jax.Array  # f32 []
+    top_k: jax.Array  # int32 []
+    max_new: jax.Array  # int32 []
+    tag: jax.Array  # int32 []: request id echoed in every emitted row
+    shared_kv: bool = flax.struct.field(pytree_node=False, default=False)
+
+
+@flax.struct.dataclass
+class DecodeState:
+    """Everything one decode step transforms, for `slots` rows."""
+
+    cache: KVCache  # [layers, slots, max_len, kv_heads, head_dim]
+    token: jax.Array  # int32 [S]: latest sampled token, not yet fed
+    logprob: jax.Array  # f32 [S]
+    model_logprob: jax.Array  # f32 [S]
+    position: jax.Array  # int32 [S]: cache slot `token` is written to when fed
+    generated: jax.Array  # int32 [S]: tokens generated so far, `token` included
+    active: jax.Array  # bool [S]
+    key: jax.Array  # uint32 [S, 2]
+    temperature: jax.Array  # f32 [S]
+    top_p: jax.Array  # f32 [S]
+    top_k: jax.Array  # int32 [S]
+    max_new: jax.Array  # int32 [S]
+    tag: jax.Array  # int32 [S]
+
+    @property
+    def slots(self) -> int:
+        return self.token.shape[0]
+
+
+_PER_SLOT_AXES = ("cache_batch",)
+
+
+@dataclasses.dataclass
+class CompileStats:
+    """How many programs were compiled and how long that took (benchmarks report it)."""
+
+    count: int = 0
+    seconds: float = 0.0
+
+
+class DecodeCore:
+    """Jitted prefill / draw / insert / step for one model structure and cache shape."""
+
+    def __init__(self, model: Qwen3, *, slots: int, max_len: int, buckets: Sequence[int],
+                 cache_dtype=jnp.bfloat16, stop_ids: Sequence[int] = QWEN3_END_TOKEN_IDS,
+                 lagged: bool = True, max_top_k: int = sample_lib.DEFAULT_MAX_TOP_K,
+                 mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES):
+        self.config: Qwen3Config = model.config
+        self.graphdef, _ = nnx.split(model)
+        self.slots = int(slots)
+        self.max_len = int(max_len)
+        self.buckets = tuple(sorted(int(b) for b in buckets))
+        if self.buckets[-1] > self.max_len:
+            raise ValueError(f"largest prefill bucket {self.buckets[-1]} exceeds max_len {self.max_len}")
+        self.cache_dtype = cache_dtype
+        self.stop_ids = tuple(int(s) for s in stop_ids)
+        self.lagged = bool(lagged)
+        self.max_top_k = int(max_top_k)
+        self.mesh = mesh
+        self.rules = tuple(rules)
+        self.compile_stats = CompileStats()
+        self._state_sharding = self._decode_state_sharding()
+        self._prefill = jax.jit(self._prefill_fn)
+        self._draw = jax.jit(self._draw_fn)
+        self._insert = jax.jit(self._insert_fn, donate_argnums=(0,),
+                               out_shardings=self._state_sharding)
+        self._step = jax.jit(self._step_fn, donate_argnums=(1,),
+                             out_shardings=(self._state_sharding, self._replicated()))
+        self._init = jax.jit(self._init_fn, out_shardings=self._state_sharding)
+
+    # -- sharding ------------------------------------------------------------------
+
+    def _replicated(self):
+        return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
+
+    def _named(self, logical_axes, shape):
+        spec = sharding_lib.logical_to_spec(logical_axes, self.rules, shape, self.mesh)
+        return NamedSharding(self.mesh, spec)
+
+    def _decode_state_sharding(self):
+        if self.mesh is None:
+            return None
+        c = self.config
+        cache_shape = (c.num_layers, self.slots, self.max_len, c.num_kv_heads, c.head_dim)
+        cache = self._named(KVCache.LOGICAL_AXES, cache_shape)
+        vec = self._named(_PER_SLOT_AXES, (self.slots,))
+        mat = self._named((*_PER_SLOT_AXES, None), (self.slots, 2))
+        fields = {f.name: vec for f in dataclasses.fields(DecodeState)}
+        fields.update(cache=KVCache(k=cache, v=cache), key=mat)
+        return DecodeState(**fields)
+
+    def _trace_context(self):
+        if self.mesh is None:
+            return _null_context()
+        return sharding_lib.activation_rules(self.mesh, self.rules)
+
+    def _model(self, params) -> Qwen3:
+        return nnx.merge(self.graphdef, params)
+
+    # -- traced bodies ---------------------------------------------------------------
+
+    def _init_fn(self):
+        s = self.slots
+        cache = KVCache.zeros(self.config, s, self.max_len, self.cache_dtype)
+        zi, zf = jnp.zeros((s,), jnp.int32), jnp.zeros((s,), jnp.float32)
+        return DecodeState(cache=cache, token=zi, logprob=zf, model_logprob=zf, position=zi,
+                           generated=zi, active=jnp.zeros((s,), bool),
+                           key=jnp.zeros((s, 2), jnp.uint32), temperature=zf,
+                           top_p=jnp.ones((s,), jnp.float32), top_k=zi, max_new=zi,
+                           tag=jnp.full((s,), -1, jnp.int32))
+
+    def _prefill_fn(self, params, tokens, length):
+        """tokens [1, bucket]; returns (kv for the bucket, fp32 logits [V] after the prompt)."""
+        with self._trace_context():
+            model = self._model(params)
+            bucket = tokens.shape[1]
+            cache = KVCache.zeros(self.config, 1, bucket, self.cache_dtype)
+            positions = jnp.arange(bucket, dtype=jnp.int32)[None]
+            hidden, cache = model.decode_hidden(tokens, positions, cache)
+            last = jax.lax.dynamic_slice_in_dim(hidden, length - 1, 1, axis=1)
+            logits = model.project(last)[0, 0]
+        return cache, logits
+
+    def _draw_fn(self, logits, key, temperature, top_p, top_k):
+        """First token from prompt logits [V], with the request's own key."""
+        tok, lp, mlp = sample_lib.sample(
+            logits[None], jax.random.fold_in(jax.random.wrap_key_data(key), 0)[None],
+            temperature[None], top_p[None], top_k[None], max_top_k=self.max_top_k)
+        return tok[0], lp[0], mlp[0]
+
+    def _finish_code(self, token, generated, position, max_new):
+        stop = jnp.isin(token, jnp.asarray(self.stop_ids, jnp.int32)) if self.stop_ids else \
+            jnp.zeros(token.shape, bool)
+        full = (generated >= max_new) | (position >= self.max_len - 1)
+        return jnp.where(stop, FINISH_STOP, jnp.where(full, FINISH_LENGTH, FINISH_NONE))
+
+    def _insert_fn(self, state: DecodeState, prefix: Prefix, slot):
+        zeros = (0, slot, 0, 0, 0)
+        k = jax.lax.dynamic_update_slice(state.cache.k, prefix.kv.k.astype(self.cache_dtype), zeros)
+        v = jax.lax.dynamic_update_slice(state.cache.v, prefix.kv.v.astype(self.cache_dtype), zeros)
+        if self.lagged:
+            active = jnp.asarray(True)
+        else:  # the first token was already emitted (and checked) by prefill
+            active = self._finish_code(prefix.token, 1, prefix.length, prefix.max_new) == FINISH_NONE
+
+        def put(arr, value):
+            return arr.at[slot].set(jnp.asarray(value, arr.dtype))
+
+        return DecodeState(
+            cache=KVCache(k=k, v=v), token=put(state.token, prefix.token),
+            logprob=put(state.logprob, prefix.logprob),
+            model_logprob=put(state.model_logprob, prefix.model_logprob),
+            position=put(state.position, prefix.length), generated=put(state.generated, 1),
+            active=put(state.active, active), key=state.key.at[slot].set(prefix.key),
+            temperature=put(state.temperature, prefix.temperature),
+            top_p=put(state.top_p, prefix.top_p), top_k=put(state.top_k, prefix.top_k),
+            max_new=put(state.max_new, prefix.max_new), tag=put(state.tag, prefix.tag))
+
+    def _step_fn(self, params, state: DecodeState):
+        with self._trace_context():
+            model = self._model(params)
+            logits, cache = model.decode(state.token[:, None], state.position[:, None], state.cache)
+        keys = jax.vmap(lambda k, g: jax.random.fold_in(jax.random.wrap_key_data(k), g))(
+            state.key, state.generated)
+        nxt, lp, mlp = sample_lib.sample(logits[:, 0], keys, state.temperature, state.top_p,
+                                         state.top_k, max_top_k=self.max_top_k)
+        if self.lagged:  # emit the fed token
+            e_tok, e_lp, e_mlp, e_gen = state.token, state.logprob, state.model_logprob, state.generated
+            code = self._finish_code(e_tok, e_gen, state.position, state.max_new)
+        else:  # emit the sampled token
+            e_tok, e_lp, e_mlp, e_gen = nxt, lp, mlp, state.generated + 1
+            code = self._finish_code(e_tok, e_gen, state.position + 1, state.max_new)
+        valid = state.active
+        out = jnp.stack([
+            e_tok, valid.astype(jnp.int32), jnp.where(valid, e_gen, IDLE_LENGTH), state.tag,
+            jax.lax.bitcast_convert_type(e_lp.astype(jnp.float32), jnp.int32),
+            jax.lax.bitcast_convert_type(e_mlp.astype(jnp.float32), jnp.int32),
+            jnp.where(valid, code, FINISH_NONE)], axis=1).astype(jnp.int32)
+        active = valid & (code == FINISH_NONE)
+        advance = state.active
+        new = state.replace(
+            cache=cache, token=jnp.where(advance, nxt, state.token),
+            logprob=jnp.where(advance, lp, state.logprob),
+            model_logprob=jnp.where(advance, mlp, state.model_logprob),
+            position=jnp.where(advance, state.position + 1, state.position),
+            generated=jnp.where(advance, state.generated + 1, state.generated), active=active)
+        return new, out
+
+    # -- host entry points ---------------------------------------------------------------
+
+    def _timed(self, fn, *args):
+        before = _cache_size(fn)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        if _cache_size(fn) > before:  # compiled on this call: wait for it to finish
+            jax.block_until_ready(out)
+            self.compile_stats.count += 1
+            self.compile_stats.seconds += time.perf_counter() - t0
+        return out
+
+    def init_state(self) -> DecodeState:
+        return self._timed(self._init)
+
+    def pad(self, tokens: Sequence[int], pad_id: int = 0) -> tuple[np.ndarray, int]:
+        """Right-pad a prompt to its bucket: (int32 [bucket], true length)."""
+        n = len(tokens)
+        if n == 0:
+            raise ValueError("empty prompt: at least one token is needed to sample from")
+        bucket = bucket_for(n, self.buckets)
+        out = np.full((bucket,), pad_id, np.int32)
+        out[:n] = np.asarray(tokens, np.int32)
+        return out, n
+
+    def prefill(self, params, padded: np.ndarray, length: int):
+        """KV of a right-padded prompt and the logits after its last token."""
+        padded = np.asarray(padded, np.int32).reshape(1, -1)
+        if padded.shape[1] not in self.buckets:
+            raise ValueError(f"prefill length {padded.shape[1]} is not one of the buckets {self.buckets}")
+        if not 0 < length <= padded.shape[1]:
+            raise ValueError(f"true_length {length} outside 1..{padded.shape[1]}")
+        return self._timed(self._prefill, params, padded, np.int32(length))
+
+    def draw(self, logits, key_data, temperature, top_p, top_k):
+        return self._timed(self._draw, logits, key_data, np.float32(temperature),
+                           np.float32(top_p), np.int32(top_k))
+
+    def insert(self, state: DecodeState, prefix: Prefix, slot: int) -> DecodeState:
+        return self._timed(self._insert, state, prefix, np.int32(slot))
+
+    def step(self, params, state: DecodeState):
+        return self._timed(self._step, params, state)
+
+
+def _cache_size(fn) -> int:
+    try:
+        return fn._cache_size()
+    except AttributeError:  # pragma: no cover - older/newer jax without the helper
+        return 0
+
+
+class _null_context:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def unpack_rows(out: np.ndarray):
+    """Host view of a step table: (tokens, valid, lengths, tags, logprobs, model_logprobs, finish)."""
+    out = np.asarray(out)
+    lp = out[:, OUT_LOGPROB].astype(np.int32).view(np.float32)
+    mlp = out[:, OUT_MODEL_LOGPROB].astype(np.int32).view(np.float32)
+    return (out[:, OUT_TOKEN], out[:, OUT_VALID].astype(bool), out[:, OUT_LENGTH], out[:, OUT_TAG],
+            lp, mlp, out[:, OUT_FINISH])
+

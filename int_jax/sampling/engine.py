@@ -1,0 +1,337 @@
+"""A JetStream `Engine` over the Qwen3 decoding core.
+
+JetStream's Driver owns scheduling (prefill queue, free slots, continuous
+batching); this class owns the device work: bucketed prefill, insert, one
+decode step for all slots, sampling. It follows the 0.2.2 or the 0.3.0
+contract as `jetstream_compat` detects.
+
+Side channels JetStream lacks:
+* per-request sampling settings, seed, `max_new_tokens` and a tag come from the
+  request bound by `GuardedDriver` (`RequestSpec`); unbound requests use the
+  engine defaults;
+* every step's rows (token, log-probabilities, finish code, tag) reach
+  `self.listener` when JetStream copies them to host.
+
+Identical prompts are prefilled once: a small LRU cache maps a prompt (and
+the weights version) to its KV and last logits, so n samples or 32
+continuations of one prefix cost one prefill and n cheap first-token draws.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import threading
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from int_jax.models import sharding as sharding_lib
+from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, Qwen3
+from int_jax.sampling import decode as decode_lib
+from int_jax.sampling import jetstream_compat as compat
+from int_jax.sampling.types import GREEDY, SamplingParams
+
+from jetstream.engine import engine_api, tokenizer_pb2
+
+
+def request_key(seed: int, index: int) -> np.ndarray:
+    """Raw PRNG key (uint32 [2]) of request `index` in a run seeded with `seed`.
+
+    Depends only on (seed, index), never on the slot a request lands in, so a
+    run is reproducible whatever the batch layout does (up to float reordering).
+    """
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(2, np.uint32)
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestSpec:
+    """Per-request settings carried beside a JetStream ActiveRequest."""
+
+    tag: int
+    sampling: SamplingParams
+    max_new_tokens: int
+    key: np.ndarray  # uint32 [2]
+
+
+class ParamsRef:
+    """The weights the Driver hands back to every engine call; swapped in place."""
+
+    def __init__(self, state):
+        self.state = state
+        self.version = 0
+
+
+class _PrefixCache:
+    """LRU of prompt -> (KV, last logits), for one weights version at a time."""
+
+    def __init__(self, entries: int):
+        self.entries = int(entries)
+        self._data: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+            return None
+
+    def put(self, key, value):
+        if self.entries <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self.entries:
+                self._data.popitem(last=False)
+
+    def clear(self):
+        with self._lock:
+            self._data.clear()
+
+
+class Qwen3Engine(engine_api.Engine):
+    """JetStream engine: slots x max_len KV cache, power-of-two prefill buckets."""
+
+    def __init__(self, model: Qwen3, *, slots: int = 8, max_len: int = 2048,
+                 buckets: Sequence[int] = (16, 32, 64, 128, 256, 512, 1024),
+                 cache_dtype=jnp.bfloat16, stop_ids: Sequence[int] = QWEN3_END_TOKEN_IDS,
+                 pad_id: int = 151643, max_top_k: int = 64, prefix_cache_entries: int = 4,
+                 default_sampling: SamplingParams = GREEDY, default_max_new_tokens: int = 256,
+                 seed: int = 0, tokenizer=None, tokenizer_path: str = "",
+                 mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES):
+        self.core = decode_lib.DecodeCore(
+            model, slots=slots, max_len=max_len, buckets=buckets, cache_dtype=cache_dtype,
+            stop_ids=stop_ids, lagged=not compat.PREFILL_RETURNS_FIRST_TOKEN,
+            max_top_k=max_top_k, mesh=mesh, rules=rules)
+        self.config = model.config
+        self.stop_ids = tuple(int(s) for s in stop_ids)
+        self.pad_id = int(pad_id)
+        self.default_sampling = default_sampling
+        self.default_max_new_tokens = int(default_max_new_tokens)
+        self.seed = int(seed)
+        self._tokenizer = tokenizer
+        self._tokenizer_path = tokenizer_path
+        self._mesh = mesh
+        self._rules = tuple(rules)
+        _, state = nnx.split(model)
+        self._param_shardings = (None if mesh is None else
+                                 sharding_lib.state_shardings(state, mesh, self._rules))
+        self.params = ParamsRef(self._place(state))
+        self._prefix_cache = _PrefixCache(prefix_cache_entries)
+        self._tags = itertools.count(1 << 24)  # unbound requests (gRPC); rollouts use 0..N
+        # Receives every step's host rows (numpy int32 [rows, decode.OUT_WIDTH]).
+        self.listener: Callable[[np.ndarray], None] | None = None
+
+    # -- weights -------------------------------------------------------------------
+
+    def _place(self, state):
+        """Put a weights State on this engine's shardings, device to device."""
+        if self._param_shardings is None:
+            return state
+        return jax.device_put(state, self._param_shardings)
+
+    def update_params(self, params) -> None:
+        """Use new weights (an `nnx.State` or a `Qwen3`) for the next requests.
+
+        Arrays move device-to-device onto the sampler's shardings (no host copy)
+        and are cast to the sampler's parameter dtypes on device. Shapes must
+        match, so nothing recompiles. Call between `generate` calls.
+        """
+        if isinstance(params, nnx.Module):
+            _, params = nnx.split(params)
+        current = self.params.state
+        cur_leaves, cur_def = jax.tree.flatten(current)
+        new_leaves, new_def = jax.tree.flatten(params)
+        if cur_def != new_def:
+            raise ValueError("update_params: the new weights' structure differs from the model's")
+        shardings = (jax.tree.leaves(self._param_shardings, is_leaf=lambda x: x is None)
+                     if self._param_shardings is not None else [None] * len(cur_leaves))
+        placed = []
+        for old, new, sh in zip(cur_leaves, new_leaves, shardings):
+            if tuple(old.shape) != tuple(new.shape):
+                raise ValueError(f"update_params: shape {new.shape} != {old.shape}")
+            target = sh if sh is not None else old.sharding
+            moved = jax.device_put(new, target)
+            placed.append(moved if moved.dtype == old.dtype else moved.astype(old.dtype))
+        self.params.state = jax.tree.unflatten(cur_def, placed)
+        self.params.version += 1
+        self._prefix_cache.clear()
+
+    # -- prompts -------------------------------------------------------------------
+
+    @property
+    def buckets(self) -> tuple[int, ...]:
+        return self.core.buckets
+
+    def check_prompt_length(self, length: int) -> None:
+        if length <= 0:
+            raise ValueError("empty prompt: at least one token is needed")
+        decode_lib.bucket_for(length, self.core.buckets)
+
+    def pad_prompt(self, ids) -> tuple[np.ndarray, int]:
+        # Pad with id 0, not pad_id: any in-vocabulary id works (padding is
+        # never attended to), but an out-of-vocabulary one embeds as NaN,
+        # and NaN survives a zero attention weight.
+        return self.core.pad(list(np.asarray(ids).reshape(-1)), 0)
+
+    def tokenizer_adapter(self):
+        if self._tokenizer is None:
+            return compat.IdTokenizer(self.stop_ids, self.pad_id)
+        return compat.HFTokenizer(self._tokenizer, self.stop_ids, self.pad_id)
+
+    # -- JetStream Engine API --------------------------------------------------------
+
+    def _spec(self) -> RequestSpec:
+        request = compat.take_bound_request()
+        spec = getattr(request, "int_jax_spec", None) if request is not None else None
+        if spec is not None:
+            return spec
+        tag = next(self._tags)
+        max_new = getattr(request, "max_tokens", 0) or self.default_max_new_tokens
+        return RequestSpec(tag=tag, sampling=self.default_sampling, max_new_tokens=int(max_new),
+                           key=request_key(self.seed, tag))
+
+    def _prompt_kv(self, state, version, padded, length):
+        key = (version, padded.shape[-1], padded.reshape(-1)[:length].tobytes())
+        hit = self._prefix_cache.get(key)
+        if hit is not None:
+            return hit, True
+        kv, logits = self.core.prefill(state, padded, length)
+        self._prefix_cache.put(key, (kv, logits))
+        return (kv, logits), self._prefix_cache.entries > 0
+
+    def _prefill(self, params, padded_tokens, true_length, num_samples: int | None):
+        ref = params if isinstance(params, ParamsRef) else None
+        state, version = (ref.state, ref.version) if ref else (params, -1)
+        padded = np.asarray(padded_tokens, np.int32).reshape(-1)
+        length = int(true_length)
+        spec = self._spec()
+        (kv, logits), shared = self._prompt_kv(state, version, padded, length)
+        s = spec.sampling
+        n = 1 if num_samples is None else int(num_samples)
+        draws = []
+        for i in range(n):
+            key = spec.key if num_samples is None else request_key(int(spec.key[0]), i)
+            tok, lp, mlp = self.core.draw(logits, key, s.temperature, s.top_p, s.top_k)
+            draws.append((tok, lp, mlp, key))
+
+        def pack(i):
+            tok, lp, mlp, key = draws[i]
+            return decode_lib.Prefix(
+                kv=kv, length=jnp.int32(length), token=tok, logprob=lp, model_logprob=mlp,
+                key=jnp.asarray(key, jnp.uint32), temperature=jnp.float32(s.temperature),
+                top_p=jnp.float32(s.top_p), top_k=jnp.int32(s.top_k),
+                max_new=jnp.int32(spec.max_new_tokens), tag=jnp.int32(spec.tag + i),
+                shared_kv=shared or n > 1)
+
+        prefixes = [pack(i) for i in range(n)]
+        rows = self._first_rows(prefixes)
+        return prefixes, rows
+
+    def _first_rows(self, prefixes):
+        """The first generated token of each prefix as step rows (0.3.0 returns these)."""
+        rows = np.zeros((len(prefixes), decode_lib.OUT_WIDTH), np.int32)
+        host = jax.device_get([(p.token, p.logprob, p.model_logprob, p.length, p.max_new, p.tag)
+                               for p in prefixes])
+        for r, (tok, lp, mlp, length, max_new, tag) in enumerate(host):
+            stop = int(tok) in self.stop_ids
+            full = max_new <= 1 or length >= self.core.max_len - 1
+            rows[r] = (tok, 1, 1, tag, np.float32(lp).view(np.int32),
+                       np.float32(mlp).view(np.int32),
+                       decode_lib.FINISH_STOP if stop else
+                       decode_lib.FINISH_LENGTH if full else decode_lib.FINISH_NONE)
+        return compat.step_rows(rows, self.listener)
+
+    def prefill(self, *, params, existing_prefix=None, padded_tokens, true_length,
+                sampler=None, request_id=None):
+        if existing_prefix is not None:
+            raise NotImplementedError("existing_prefix: identical prompts share KV through the "
+                                      "engine's prefix cache instead")
+        prefixes, rows = self._prefill(params, padded_tokens, true_length, None)
+        if compat.PREFILL_RETURNS_FIRST_TOKEN:
+            return prefixes[0], rows
+        return prefixes[0]
+
+    def prefill_multisampling(self, *, params, existing_prefix=None, padded_tokens, true_length,
+                              sampler=None, rng=None, num_samples: int = 1):
+        prefixes, rows = self._prefill(params, padded_tokens, true_length, num_samples)
+        return prefixes, rows
+
+    def insert(self, prefix, decode_state, slot: int, request_id=None):
+        return self.core.insert(decode_state, prefix, int(slot))
+
+    def bulk_insert(self, prefix, decode_state, slots: list[int]):
+        prefixes = prefix if isinstance(prefix, (list, tuple)) else [prefix] * len(slots)
+        for p, slot in zip(prefixes, slots):
+            decode_state = self.core.insert(decode_state, p, int(slot))
+        return decode_state
+
+    def free_resource(self, slot: int) -> Any:
+        return None
+
+    def generate(self, params, decode_state, sampler=None):
+        state = params.state if isinstance(params, ParamsRef) else params
+        decode_state, out = self.core.step(state, decode_state)
+        return decode_state, compat.step_rows(out, self.listener)
+
+    def load_params(self, *args, **kwargs):
+        return self.params
+
+    def get_prefix_destination_sharding(self) -> Any:
+        return None  # interleaved: prefill and generate share devices
+
+    def get_tokenizer(self) -> tokenizer_pb2.TokenizerParameters:
+        return tokenizer_pb2.TokenizerParameters(path=self._tokenizer_path or "")
+
+    def build_tokenizer(self, metadata):
+        return self.tokenizer_adapter()
+
+    def init_decode_state(self, *args, **kwargs):
+        return self.core.init_state()
+
+    @property
+    def max_concurrent_decodes(self) -> int:
+        return self.core.slots
+
+    @property
+    def samples_per_slot(self) -> int:
+        return 1
+
+    @property
+    def max_prefill_length(self) -> int:
+        return self.core.buckets[-1]
+
+    @property
+    def mesh(self):
+        return self._mesh
+
+    @property
+    def colocated_cpus(self):
+        return None
+
+    @property
+    def use_chunked_prefill(self) -> bool:
+        return False
+
+    @property
+    def prefill_chunk_size(self) -> int:
+        return self.core.buckets[-1]
+
+    # -- reporting -------------------------------------------------------------------
+
+    @property
+    def compile_stats(self) -> decode_lib.CompileStats:
+        return self.core.compile_stats
+
+    @property
+    def prefix_cache_stats(self) -> tuple[int, int]:
+        return self._prefix_cache.hits, self._prefix_cache.misses

@@ -1,0 +1,204 @@
+"""The one sampler every stage uses: prompts x n -> completions via JetStream's Driver.
+
+`JetStreamSampler.generate` submits n token-id requests per prompt to a
+JetStream Driver running in this process (no network) over `Qwen3Engine`,
+waits for them, and returns completions in input order. Each call runs its own
+Driver and always stops it, so a failure in one call (an engine error, a
+Driver thread dying, Ctrl-C) surfaces as an exception here and leaves the
+sampler usable for the next call. Compiled programs live in the engine and are
+reused across calls.
+
+Continuing a partial assistant message is just a longer prompt; identical
+prompts (n samples, or 32 continuations of one prefix) are prefilled once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import time
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+
+from int_jax.models import factory, sharding as sharding_lib
+from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, Qwen3
+from int_jax.sampling import decode as decode_lib
+from int_jax.sampling import jetstream_compat as compat
+from int_jax.sampling.engine import Qwen3Engine, RequestSpec, request_key
+from int_jax.sampling.types import Completion, SamplingParams
+
+
+@dataclasses.dataclass
+class _Record:
+    """What came back for one request, filled by the engine's step rows."""
+
+    tokens: list = dataclasses.field(default_factory=list)
+    logprobs: list = dataclasses.field(default_factory=list)
+    model_logprobs: list = dataclasses.field(default_factory=list)
+    finish: int = decode_lib.FINISH_NONE
+
+
+class JetStreamSampler:
+    """`Sampler` over JetStream: continuous batching in `slots` KV-cache rows."""
+
+    def __init__(self, model: Qwen3, tokenizer=None, *, slots: int = 8, max_len: int = 2048,
+                 buckets: Sequence[int] | None = None, cache_dtype=jnp.bfloat16,
+                 stop_ids: Sequence[int] = QWEN3_END_TOKEN_IDS, pad_id: int = 151643,
+                 max_top_k: int = 64, prefix_cache_entries: int = 4, progress: bool = True,
+                 stall_timeout_s: float = 1800.0, mesh=None, rules=sharding_lib.DEFAULT_RULES,
+                 tokenizer_path: str = ""):
+        if buckets is None:
+            buckets = decode_lib.power_of_two_buckets(16, max_len)
+            buckets = tuple(b for b in buckets if b <= max_len) or (max_len,)
+        self.engine = Qwen3Engine(
+            model, slots=slots, max_len=max_len, buckets=buckets, cache_dtype=cache_dtype,
+            stop_ids=stop_ids, pad_id=pad_id, max_top_k=max_top_k,
+            prefix_cache_entries=prefix_cache_entries, tokenizer=tokenizer,
+            tokenizer_path=tokenizer_path, mesh=mesh, rules=rules)
+        self.tokenizer = tokenizer
+        self.progress = progress
+        self.stall_timeout_s = float(stall_timeout_s)
+        self.vocab_size = model.config.vocab_size
+        self.last_run: dict = {}
+
+    @classmethod
+    def from_config(cls, model_cfg: ConfigDict, sampler_cfg: ConfigDict, *, model: Qwen3 | None = None,
+                    tokenizer=None) -> "JetStreamSampler":
+        """Build the model (unless given), the mesh and the tokenizer from configs."""
+        mesh = factory.build_mesh(model_cfg)
+        rules = factory.rules_of(model_cfg)
+        if model is None:
+            model = factory.build_model(model_cfg, mesh)
+        if tokenizer is None and sampler_cfg.get("use_tokenizer", True):
+            from int_jax.data.tokenizer import load_tokenizer  # noqa: PLC0415
+
+            tokenizer = load_tokenizer(model_cfg.tokenizer_path or None)
+        buckets = tuple(sampler_cfg.buckets) if sampler_cfg.get("buckets") else \
+            decode_lib.power_of_two_buckets(int(sampler_cfg.min_bucket), int(sampler_cfg.max_prefill_length))
+        return cls(model, tokenizer, slots=int(sampler_cfg.slots), max_len=int(sampler_cfg.max_len),
+                   buckets=buckets, cache_dtype=factory.dtype_of(sampler_cfg.cache_dtype),
+                   stop_ids=tuple(sampler_cfg.stop_ids), pad_id=int(sampler_cfg.pad_id),
+                   max_top_k=int(sampler_cfg.max_top_k),
+                   prefix_cache_entries=int(sampler_cfg.prefix_cache_entries),
+                   progress=bool(sampler_cfg.progress),
+                   stall_timeout_s=float(sampler_cfg.stall_timeout_s), mesh=mesh, rules=rules,
+                   tokenizer_path=model_cfg.tokenizer_path)
+
+    def update_params(self, params) -> None:
+        """Sample from new weights from the next `generate` on (GRPO, every step)."""
+        self.engine.update_params(params)
+
+    # -- generate ------------------------------------------------------------------
+
+    def _validate(self, prompts, n, max_new_tokens):
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        max_len = self.engine.core.max_len
+        out = []
+        for i, prompt in enumerate(prompts):
+            ids = np.asarray(list(prompt), dtype=np.int64)
+            if ids.ndim != 1 or ids.size == 0:
+                raise ValueError(f"prompt {i}: expected a non-empty list of token ids")
+            if ids.min() < 0 or ids.max() >= self.vocab_size:
+                raise ValueError(f"prompt {i}: token id outside [0, {self.vocab_size})")
+            try:
+                self.engine.check_prompt_length(ids.size)
+            except decode_lib.PromptTooLongError as e:
+                raise decode_lib.PromptTooLongError(f"prompt {i}: {e}") from None
+            if ids.size + max_new_tokens > max_len:
+                raise ValueError(
+                    f"prompt {i}: {ids.size} prompt tokens + max_new_tokens={max_new_tokens} "
+                    f"exceed the KV cache length max_len={max_len}")
+            out.append([int(t) for t in ids])
+        return out
+
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, sampling: SamplingParams,
+                 max_new_tokens: int, seed: int) -> list[list[Completion]]:
+        prompts = self._validate(prompts, n, max_new_tokens)
+        if not prompts:
+            return []
+        total = len(prompts) * n
+        records = [_Record() for _ in range(total)]
+        done: queue.Queue = queue.Queue()
+        counter = {"tokens": 0}
+
+        def listen(rows: np.ndarray) -> None:
+            toks, valid, _, tags, lps, mlps, fins = decode_lib.unpack_rows(rows)
+            for r in np.nonzero(valid)[0]:
+                tag = int(tags[r])
+                if 0 <= tag < total:
+                    rec = records[tag]
+                    rec.tokens.append(int(toks[r]))
+                    rec.logprobs.append(float(lps[r]))
+                    rec.model_logprobs.append(float(mlps[r]))
+                    rec.finish = int(fins[r])
+                    counter["tokens"] += 1
+
+        engine = self.engine
+        driver = compat.GuardedDriver(engine, engine.params)
+        engine.listener = listen
+        t0 = time.perf_counter()
+        bar = _progress_bar(total, self.progress)
+        try:
+            for i, prompt in enumerate(prompts):  # prompt-major: identical prompts adjacent
+                for j in range(n):
+                    tag = i * n + j
+                    spec = RequestSpec(tag=tag, sampling=sampling, max_new_tokens=int(max_new_tokens),
+                                       key=request_key(seed, tag))
+                    driver.place_request_on_prefill_queue(
+                        compat.new_request(prompt, max_new_tokens, compat.RequestChannel(tag, done), spec))
+            finished, last_progress = 0, time.monotonic()
+            while finished < total:
+                driver.check()
+                try:
+                    done.get(timeout=0.05)
+                except queue.Empty:
+                    if time.monotonic() - last_progress > self.stall_timeout_s:
+                        raise TimeoutError(f"no request finished for {self.stall_timeout_s:.0f} s "
+                                           f"({finished}/{total} done)") from None
+                    continue
+                finished += 1
+                last_progress = time.monotonic()
+                if bar is not None:
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(tok_s=f"{counter['tokens'] / elapsed:.1f}", refresh=False)
+                    bar.update(1)
+            driver.check()
+        finally:
+            if bar is not None:
+                bar.close()
+            driver.stop()
+            engine.listener = None
+        driver.check()  # a thread may have failed while stopping
+        elapsed = time.perf_counter() - t0
+        self.last_run = dict(requests=total, tokens=counter["tokens"], seconds=elapsed,
+                             tokens_per_s=counter["tokens"] / max(elapsed, 1e-9))
+        return [[self._completion(records[i * n + j], i * n + j) for j in range(n)]
+                for i in range(len(prompts))]
+
+    def _completion(self, rec: _Record, tag: int) -> Completion:
+        if rec.finish == decode_lib.FINISH_NONE or not rec.tokens:
+            raise RuntimeError(f"request {tag} closed without a final token (internal error)")
+        stopped = rec.finish == decode_lib.FINISH_STOP
+        text_ids = rec.tokens[:-1] if stopped else rec.tokens
+        return Completion(tokens=list(rec.tokens), text=self.decode(text_ids),
+                          logprobs=list(rec.logprobs), model_logprobs=list(rec.model_logprobs),
+                          finish_reason="stop" if stopped else "length")
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self.tokenizer is None:
+            return " ".join(str(t) for t in ids)
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, desc="sampling", unit="req", dynamic_ncols=True)
