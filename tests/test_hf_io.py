@@ -179,3 +179,20 @@ def test_config_from_hf_both_rope_layouts():
     assert qwen3.preset("qwen3_4b_instruct_2507").max_position_embeddings == 262144
     with pytest.raises(ValueError, match="rope_type"):
         qwen3.Qwen3Config.from_hf({**base, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}})
+
+
+def test_loading_holds_at_most_one_extra_copy_of_the_largest_tensor(tmp_path):
+    """Host memory while loading stays near one tensor, not the whole model."""
+    import tracemalloc
+
+    make_hf_checkpoint(tmp_path / "big", vocab_size=8192, num_layers=4)
+    tensors = load_file(str(tmp_path / "big" / "model.safetensors"))
+    largest = max(a.nbytes for a in tensors.values())
+    total = sum(a.nbytes for a in tensors.values())
+    del tensors
+    assert total > 3 * largest
+    tracemalloc.start()
+    hf.from_pretrained(tmp_path / "big")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak <= 1.5 * largest, f"peak {peak} bytes vs largest tensor {largest}"

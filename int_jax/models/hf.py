@@ -62,26 +62,35 @@ def _same(x, cfg):
     return x
 
 
-def _transpose(x, cfg):
+# HF -> ours returns *views* (reshape first, then transpose): loading then holds
+# only the decoded tensor, and the copy into device memory does the relayout.
+# Ours -> HF makes contiguous copies, which safetensors needs.
+
+
+def _transpose_in(x, cfg):
+    return x.T
+
+
+def _transpose_out(x, cfg):
     return np.ascontiguousarray(x.T)
 
 
 def _heads_in(n_heads: Callable[[Qwen3Config], int]):
     # HF [heads * head_dim, embed] -> ours [embed, heads, head_dim]
-    return lambda x, cfg: np.ascontiguousarray(x.T.reshape(cfg.hidden_size, n_heads(cfg), cfg.head_dim))
+    return lambda x, cfg: x.reshape(n_heads(cfg), cfg.head_dim, cfg.hidden_size).transpose(2, 0, 1)
 
 
 def _heads_out(n_heads: Callable[[Qwen3Config], int]):
-    return lambda x, cfg: np.ascontiguousarray(x.reshape(cfg.hidden_size, n_heads(cfg) * cfg.head_dim).T)
+    return lambda x, cfg: np.ascontiguousarray(x.transpose(1, 2, 0).reshape(n_heads(cfg) * cfg.head_dim, cfg.hidden_size))
 
 
 def _o_in(x, cfg):
     # HF [embed, heads * head_dim] -> ours [heads, head_dim, embed]
-    return np.ascontiguousarray(x.T.reshape(cfg.num_heads, cfg.head_dim, cfg.hidden_size))
+    return x.reshape(cfg.hidden_size, cfg.num_heads, cfg.head_dim).transpose(1, 2, 0)
 
 
 def _o_out(x, cfg):
-    return np.ascontiguousarray(x.reshape(cfg.num_heads * cfg.head_dim, cfg.hidden_size).T)
+    return np.ascontiguousarray(x.transpose(2, 0, 1).reshape(cfg.hidden_size, cfg.num_heads * cfg.head_dim))
 
 
 def _q(cfg):
@@ -104,11 +113,11 @@ WEIGHT_MAP: tuple[WeightRule, ...] = (
     WeightRule(_L + "self_attn.k_norm.weight", ("layers", "{i}", "self_attn", "k_norm", "weight"), _same, _same),
     WeightRule(_L + "post_attention_layernorm.weight",
                ("layers", "{i}", "post_attention_layernorm", "weight"), _same, _same),
-    WeightRule(_L + "mlp.gate_proj.weight", ("layers", "{i}", "mlp", "gate_proj"), _transpose, _transpose),
-    WeightRule(_L + "mlp.up_proj.weight", ("layers", "{i}", "mlp", "up_proj"), _transpose, _transpose),
-    WeightRule(_L + "mlp.down_proj.weight", ("layers", "{i}", "mlp", "down_proj"), _transpose, _transpose),
+    WeightRule(_L + "mlp.gate_proj.weight", ("layers", "{i}", "mlp", "gate_proj"), _transpose_in, _transpose_out),
+    WeightRule(_L + "mlp.up_proj.weight", ("layers", "{i}", "mlp", "up_proj"), _transpose_in, _transpose_out),
+    WeightRule(_L + "mlp.down_proj.weight", ("layers", "{i}", "mlp", "down_proj"), _transpose_in, _transpose_out),
     WeightRule("model.norm.weight", ("norm", "weight"), _same, _same),
-    WeightRule("lm_head.weight", ("lm_head",), _transpose, _transpose),
+    WeightRule("lm_head.weight", ("lm_head",), _transpose_in, _transpose_out),
 )
 
 

@@ -1,0 +1,47 @@
+"""Shared benchmark plumbing: a ~100M random Qwen3 and interleaved timing.
+
+Machines are shared and noisy, so ours and the peer are timed alternately in
+the same process and compared by the ratio of medians.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).parent / "results"
+
+# ~100M parameters: 25M embeddings + 12 layers x 6.3M.
+SMALL_100M = dict(vocab_size=32768, hidden_size=768, intermediate_size=2048, num_layers=12,
+                  num_heads=12, num_kv_heads=4, head_dim=64, tie_word_embeddings=True)
+
+
+def device_name() -> str:
+    import jax
+
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return f"cpu ({platform.processor() or platform.machine()}, {jax.device_count()} device(s))"
+    return f"{dev.platform}: {dev.device_kind}"
+
+
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each fn, calling them round-robin."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def write_result(name: str, lines: list[str], data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.txt"
+    out.write_text("\n".join(lines) + "\n\n" + json.dumps(data, indent=2) + "\n")
+    return out
