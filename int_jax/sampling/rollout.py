@@ -76,16 +76,20 @@ class JetStreamSampler:
             from int_jax.data.tokenizer import load_tokenizer  # noqa: PLC0415
 
             tokenizer = load_tokenizer(model_cfg.tokenizer_path or None)
-        buckets = tuple(sampler_cfg.buckets) if sampler_cfg.get("buckets") else \
-            decode_lib.power_of_two_buckets(int(sampler_cfg.min_bucket), int(sampler_cfg.max_prefill_length))
-        return cls(model, tokenizer, slots=int(sampler_cfg.slots), max_len=int(sampler_cfg.max_len),
-                   buckets=buckets, cache_dtype=factory.dtype_of(sampler_cfg.cache_dtype),
-                   stop_ids=tuple(sampler_cfg.stop_ids), pad_id=int(sampler_cfg.pad_id),
-                   max_top_k=int(sampler_cfg.max_top_k),
-                   prefix_cache_entries=int(sampler_cfg.prefix_cache_entries),
-                   progress=bool(sampler_cfg.progress),
-                   stall_timeout_s=float(sampler_cfg.stall_timeout_s), mesh=mesh, rules=rules,
-                   tokenizer_path=model_cfg.tokenizer_path)
+        get = sampler_cfg.get
+        if get("buckets"):
+            buckets = tuple(int(b) for b in sampler_cfg.buckets)
+        else:
+            buckets = decode_lib.power_of_two_buckets(int(get("min_bucket", 16)),
+                                                      int(get("max_prefill_length", 1024)))
+        return cls(model, tokenizer, slots=int(get("slots", 8)), max_len=int(get("max_len", 2048)),
+                   buckets=buckets, cache_dtype=factory.dtype_of(get("cache_dtype", "bfloat16")),
+                   stop_ids=tuple(get("stop_ids", QWEN3_END_TOKEN_IDS)),
+                   pad_id=int(get("pad_id", 151643)), max_top_k=int(get("max_top_k", 64)),
+                   prefix_cache_entries=int(get("prefix_cache_entries", 4)),
+                   progress=bool(get("progress", True)),
+                   stall_timeout_s=float(get("stall_timeout_s", 1800.0)), mesh=mesh, rules=rules,
+                   tokenizer_path=model_cfg.get("tokenizer_path", ""))
 
     def update_params(self, params) -> None:
         """Sample from new weights from the next `generate` on (GRPO, every step)."""
