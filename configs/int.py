@@ -1,0 +1,103 @@
+"""The InT data pipeline: `int-jax <stage> --config=configs/int.py:<arg>`.
+
+Stages: rollout -> propose -> filter -> continue -> select -> stats, plus the
+baselines' data (reflect, reference). Each writes `<run.root>/<run.name>/<stage>/`.
+
+Args: `paper` (the paper's settings, Qwen3-4B-Instruct-2507 from `model.hf_path`)
+or `tiny` (random tiny Qwen3, small budgets: tests and the demo).
+"""
+
+from ml_collections import ConfigDict
+
+from int_jax.model_config import model_config
+
+
+def _sampling(temperature, top_p, top_k):
+    return ConfigDict(dict(temperature=temperature, top_p=top_p, top_k=top_k))
+
+
+def get_config(arg: str = "paper") -> ConfigDict:
+    if arg not in ("paper", "tiny"):
+        raise ValueError(f"configs/int.py: unknown arg {arg!r}; use 'paper' or 'tiny'")
+    tiny = arg == "tiny"
+    c = ConfigDict()
+    c.model = model_config("tiny" if tiny else "qwen3_4b_instruct_2507")
+    c.seed = 0
+
+    c.run = ConfigDict(dict(
+        root="runs",
+        name="tiny" if tiny else "int",
+        progress=True,  # tqdm bars
+        fsync=True,  # fsync each committed batch (crash safety beyond process death)
+    ))
+    # Problems: JSONL of problem records (id, problem, answer, reference_solution, ...).
+    c.data = ConfigDict(dict(problems="", limit=0))  # limit 0 = all
+    # Template files; '' = the built-in ones in int_jax/intervention/templates/.
+    c.prompts = ConfigDict(dict(problem="", solve_with_reference="", verify_attempt="", reflect=""))
+
+    # Where samples come from: the JetStream engine over `model`, or a script.
+    c.sampler = ConfigDict(dict(
+        kind="jetstream",  # jetstream | scripted
+        script="",  # scripted: JSONL rules (see int_jax/sampling/scripted.py)
+        default=None,  # scripted: output for prompts no rule matches (None = error)
+        delay_s=0.0,  # scripted: sleep per prompt (kill-and-resume tests)
+        # jetstream: the engine (see int_jax/sampling/rollout.py JetStreamSampler.from_config).
+        slots=8 if tiny else 256,  # concurrent decode slots
+        max_len=1024 if tiny else 49152,  # KV-cache rows per slot: prompt + new tokens
+        buckets=None,  # prefill length buckets; None: powers of two
+        min_bucket=16 if tiny else 128,
+        max_prefill_length=1024 if tiny else 32768,
+        cache_dtype="float32" if tiny else "bfloat16",
+        stop_ids=(151645, 151643),
+        pad_id=151643,
+        max_top_k=64,
+        prefix_cache_entries=4 if tiny else 64,
+        stall_timeout_s=1800.0,
+        use_tokenizer=True,
+    ))
+    c.grading = ConfigDict(dict(timeout_s=5.0, workers=1 if tiny else 16))
+
+    paper = _sampling(0.7, 0.8, 20)
+    c.rollout = ConfigDict(dict(
+        n=2 if tiny else 4,  # paper: 4 for intervention data, 64-128 to find hard problems
+        select_hard=False,  # keep only problems with 0 correct of n downstream
+        max_new_tokens=48 if tiny else 16384,
+        sampling=paper,
+        batch_size=4 if tiny else 64,  # problems per sampler call
+    ))
+    c.propose = ConfigDict(dict(
+        k=2 if tiny else 4,  # proposals per failed attempt
+        context_limit=900 if tiny else 30000,  # tokens of the proposer chat; longer is skipped
+        guided_max_new_tokens=32 if tiny else 16384,  # turn 1: the guided solution
+        max_new_tokens=48 if tiny else 16384,
+        sampling=paper,
+        batch_size=4 if tiny else 64,
+    ))
+    c.filter = ConfigDict(dict(
+        max_content_chars=4000,
+        max_block_chars=32000,
+        parse_time_limit_s=1.0,
+    ))
+    c.continuation = ConfigDict(dict(
+        m=2 if tiny else 32,  # continuations per condition
+        # Table 1: x+prefix+intervention, x alone, x+prefix, x+prefix+original step.
+        conditions=("intervention", "problem", "prefix", "original"),
+        separator="\n\n",  # appended to the unfinished answer so the next step begins
+        max_new_tokens=48 if tiny else 16384,
+        sampling=paper,
+        batch_size=2 if tiny else 16,  # interventions per sampler call
+        save_texts=False,  # keep every continuation's text (large)
+    ))
+    c.select = ConfigDict(dict(
+        require_correct=True,  # the correctness filter (False: the ablation without it)
+        include_suffix=True,  # keep the original suffix as a (weight-0) segment
+    ))
+    c.reflect = ConfigDict(dict(
+        n=1,
+        require_correct=True,  # keep only rewrites whose final answer is right
+        context_limit=900 if tiny else 30000,
+        max_new_tokens=48 if tiny else 16384,
+        sampling=paper,
+        batch_size=4 if tiny else 64,
+    ))
+    return c

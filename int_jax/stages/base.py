@@ -1,0 +1,323 @@
+"""Resumable pipeline stages: append-only JSONL, a commit ledger, a manifest last.
+
+A stage writes under `<root>/<run>/<stage>/`:
+
+* its output files (`*.jsonl`), append-only, one JSON record per line;
+* `ledger.jsonl`: one line per committed batch, written *after* that batch's
+  records, holding the keys it completed, its counters and the byte size of
+  every output file at that point;
+* `run_config.json` (the whole resolved config) when the stage starts, and
+  `manifest.json` (counts, outputs, config fingerprint) atomically when it ends.
+
+Crash safety without per-record bookkeeping: on (re)start, every output file is
+truncated back to the size recorded by the last intact ledger line, so records
+of a batch that was being written when the process died (even a torn line)
+vanish, and that batch is redone. Work is keyed by stable ids and split into
+batches by position in the (deterministic) item list, so a resumed run sends
+the sampler the same batches with the same seeds as an uninterrupted one, and
+its outputs are byte-identical. A stage with a manifest is skipped.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ml_collections import ConfigDict
+
+from int_jax.config_io import save_config
+
+log = logging.getLogger("int_jax.stages")
+
+LEDGER = "ledger.jsonl"
+MANIFEST = "manifest.json"
+# Config values that change how a run behaves operationally but not what it writes.
+EPHEMERAL_KEYS = frozenset({"progress", "delay_s", "fsync"})
+
+
+class StageError(RuntimeError):
+    """A stage cannot run: missing input, changed config, damaged outputs."""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, ConfigDict):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in sorted(value.items()) if k not in EPHEMERAL_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def fingerprint(config: ConfigDict, sections: Sequence[str]) -> str:
+    """Hash of the config sections that decide a stage's output."""
+    data = {s: _plain(config.get(s)) for s in sections}
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def stable_seed(*parts: Any) -> int:
+    """A 31-bit seed from stable values (ids, stage names), the same in every process."""
+    blob = json.dumps([str(p) for p in parts]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def stage_dir(config: ConfigDict, stage: str) -> Path:
+    return Path(config.run.root) / config.run.name / stage
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Records of a committed output file (complete by construction)."""
+    path = Path(path)
+    out = []
+    with path.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise StageError(f"{path}:{lineno}: not a JSON record ({e.msg})") from e
+    return out
+
+
+def read_manifest(directory: Path) -> dict | None:
+    path = directory / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StageError(f"{path}: damaged manifest ({e.msg}); delete it to rerun the stage") from e
+
+
+def require(config: ConfigDict, stage: str) -> Path:
+    """The folder of a finished earlier stage, or a clear error saying what to run."""
+    directory = stage_dir(config, stage)
+    if read_manifest(directory) is None:
+        raise StageError(f"{directory}: stage {stage!r} has not finished (no {MANIFEST}); "
+                         f"run `int-jax {stage}` with this config first")
+    return directory
+
+
+@dataclasses.dataclass
+class ItemResult:
+    """What one work item produced: records per output file, counters, tokens sampled."""
+
+    records: dict[str, list[dict]] = dataclasses.field(default_factory=dict)
+    counters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    tokens: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    key: str
+    payload: Any = None
+
+
+def _append(path: Path, lines: Sequence[str], sync: bool) -> None:
+    if not lines:
+        return
+    data = "".join(lines).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dump(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+class StageRun:
+    """One stage's folder. Use: `begin()`, `run_pass(...)` one or more times, `finish()`."""
+
+    def __init__(self, config: ConfigDict, stage: str, outputs: Sequence[str],
+                 sections: Sequence[str]):
+        self.config = config
+        self.stage = stage
+        self.dir = stage_dir(config, stage)
+        self.outputs = tuple(outputs)
+        self.fingerprint = fingerprint(config, sections)
+        self.progress = bool(config.run.get("progress", True))
+        self.sync = bool(config.run.get("fsync", True))
+        self._done: dict[str, set[str]] = collections.defaultdict(set)
+        self._counters: dict[str, collections.Counter] = collections.defaultdict(
+            collections.Counter)
+
+    def path(self, output: str) -> Path:
+        return self.dir / output
+
+    # -- start / recovery -------------------------------------------------
+
+    def finished(self) -> dict | None:
+        """The manifest when the stage already finished with this config."""
+        manifest = read_manifest(self.dir)
+        if manifest is not None and manifest.get("fingerprint") != self.fingerprint:
+            raise StageError(
+                f"{self.dir}: stage {self.stage!r} finished with a different config "
+                f"(fingerprint {manifest.get('fingerprint')} != {self.fingerprint}); "
+                "use another run name (--config.run.name=...) or delete that folder")
+        return manifest
+
+    def begin(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        marker = self.dir / "fingerprint"
+        if marker.exists() and marker.read_text().strip() != self.fingerprint:
+            raise StageError(
+                f"{self.dir}: partial outputs were written with a different config; "
+                "rerun with the original config to resume, or delete that folder")
+        if not marker.exists():
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(self.fingerprint + "\n")
+            os.replace(tmp, marker)
+        save_config(self.config, self.dir)
+        self._recover()
+
+    def _recover(self) -> None:
+        ledger = self.dir / LEDGER
+        sizes: dict[str, int] = {}
+        good_bytes = 0
+        if ledger.exists():
+            raw = ledger.read_bytes()
+            pos = 0
+            while pos < len(raw):
+                end = raw.find(b"\n", pos)
+                if end < 0:
+                    log.warning("%s: dropping a torn last ledger line (interrupted commit)", ledger)
+                    break
+                try:
+                    entry = json.loads(raw[pos:end])
+                except json.JSONDecodeError as e:
+                    raise StageError(f"{ledger}: damaged entry at byte {pos} ({e.msg}); "
+                                     "delete the stage folder to redo it") from e
+                self._done[entry["pass"]].update(entry["keys"])
+                self._counters[entry["pass"]].update(entry["counters"])
+                sizes = entry["sizes"]
+                pos = good_bytes = end + 1
+            if good_bytes < len(raw):
+                with ledger.open("r+b") as f:
+                    f.truncate(good_bytes)
+        for name in self.outputs:
+            path = self.path(name)
+            want = int(sizes.get(name, 0))
+            have = path.stat().st_size if path.exists() else 0
+            if have < want:
+                raise StageError(f"{path}: {have} bytes but the ledger committed {want}; "
+                                 "the file was changed outside the pipeline")
+            if have > want:
+                log.info("%s: discarding %d bytes of an interrupted batch", path, have - want)
+                with path.open("r+b") as f:
+                    f.truncate(want)
+            elif not path.exists():
+                path.touch()
+
+    # -- work -------------------------------------------------------------
+
+    def done(self, pass_name: str) -> set[str]:
+        return self._done[pass_name]
+
+    def _commit(self, pass_name: str, keys: list[str], results: list[ItemResult]) -> None:
+        counters: collections.Counter = collections.Counter()
+        lines: dict[str, list[str]] = collections.defaultdict(list)
+        for result in results:
+            counters.update(result.counters)
+            for name, records in result.records.items():
+                if name not in self.outputs:
+                    raise StageError(f"stage {self.stage!r} wrote to undeclared output {name!r}")
+                lines[name].extend(_dump(r) for r in records)
+        for name in self.outputs:
+            _append(self.path(name), lines.get(name, []), self.sync)
+        sizes = {name: self.path(name).stat().st_size for name in self.outputs}
+        entry = {"pass": pass_name, "keys": keys, "counters": dict(counters), "sizes": sizes}
+        _append(self.dir / LEDGER, [_dump(entry)], self.sync)
+        self._done[pass_name].update(keys)
+        self._counters[pass_name].update(counters)
+
+    def run_pass(self, pass_name: str, items: Sequence[Item],
+                 process: Callable[[list[Item], int], list[ItemResult]],
+                 batch_size: int, seed: int = 0) -> None:
+        """Process `items` in fixed batches; `process(batch, seed)` returns one result per item.
+
+        Batches are cut from the full item list (done or not), so a resumed run
+        regroups nothing; a batch with every key committed is skipped.
+        """
+        from tqdm.auto import tqdm
+
+        keys = [it.key for it in items]
+        if len(set(keys)) != len(keys):
+            dup = next(k for k, c in collections.Counter(keys).items() if c > 1)
+            raise StageError(f"stage {self.stage!r} pass {pass_name!r}: duplicate item key {dup!r}")
+        batch_size = max(1, int(batch_size))
+        done = self._done[pass_name]
+        bar = tqdm(total=len(items), initial=sum(k in done for k in keys), unit="item",
+                   desc=f"{self.stage}:{pass_name}", disable=not self.progress, dynamic_ncols=True)
+        tokens, t0 = 0, time.perf_counter()
+        try:
+            for start in range(0, len(items), batch_size):
+                batch = list(items[start:start + batch_size])
+                todo = [i for i, it in enumerate(batch) if it.key not in done]
+                if not todo:
+                    continue
+                results = process(batch, stable_seed(seed, self.stage, pass_name, batch[0].key))
+                if len(results) != len(batch):
+                    raise StageError(f"stage {self.stage!r}: {len(results)} results for "
+                                     f"{len(batch)} items")
+                self._commit(pass_name, [batch[i].key for i in todo], [results[i] for i in todo])
+                tokens += sum(results[i].tokens for i in todo)
+                bar.update(len(todo))
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(tok_s=f"{tokens / elapsed:.0f}", refresh=False)
+        finally:
+            bar.close()
+        log.info("%s:%s counters %s", self.stage, pass_name, dict(self._counters[pass_name]))
+
+    # -- end --------------------------------------------------------------
+
+    def counters(self, pass_name: str | None = None) -> collections.Counter:
+        if pass_name is not None:
+            return collections.Counter(self._counters[pass_name])
+        total: collections.Counter = collections.Counter()
+        for c in self._counters.values():
+            total.update(c)
+        return total
+
+    def finish(self, extra: Mapping[str, Any] | None = None) -> dict:
+        outputs = {}
+        for name in self.outputs:
+            path = self.path(name)
+            with path.open("rb") as f:
+                n = sum(1 for line in f if line.strip())
+            outputs[name] = {"records": n, "bytes": path.stat().st_size}
+        manifest = {
+            "stage": self.stage,
+            "fingerprint": self.fingerprint,
+            "counts": {p: dict(sorted(c.items())) for p, c in sorted(self._counters.items())},
+            "outputs": outputs,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **dict(extra or {}),
+        }
+        tmp = self.dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if self.sync:
+            with tmp.open("rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, self.dir / MANIFEST)
+        print(f"[{self.stage}] done: {self.dir}  counts={json.dumps(manifest['counts'])}")
+        return manifest
+
+
+def items_from(records: Iterable[dict], key: str = "id") -> list[Item]:
+    return [Item(str(r[key]), r) for r in records]

@@ -1,0 +1,148 @@
+"""What every stage needs from a config: tokenizer, prompts, sampler, grader, problems.
+
+Heavy pieces (tokenizer, model + engine) are built on first use, so a stage
+that only parses (filter, select, stats) never loads a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from ml_collections import ConfigDict
+
+from int_jax.intervention.prompts import PromptSet
+from int_jax.sampling.types import Completion, Sampler, SamplingParams
+
+log = logging.getLogger("int_jax.stages")
+
+SAMPLER_KINDS = ("jetstream", "scripted")
+
+
+def sampling_params(section: ConfigDict) -> SamplingParams:
+    s = section.sampling
+    return SamplingParams(temperature=float(s.temperature), top_p=float(s.top_p), top_k=int(s.top_k))
+
+
+def build_sampler(config: ConfigDict, tokenizer) -> Sampler:
+    """The sampler named by `config.sampler.kind`."""
+    kind = config.sampler.kind
+    if kind == "scripted":
+        from int_jax.sampling.scripted import ScriptedSampler
+
+        if not config.sampler.script:
+            raise ValueError("config.sampler.kind='scripted' needs config.sampler.script (a JSONL file)")
+        return ScriptedSampler.from_file(config.sampler.script, tokenizer,
+                                         default=config.sampler.get("default"),
+                                         delay_s=float(config.sampler.get("delay_s", 0.0)))
+    if kind == "jetstream":
+        from int_jax.sampling.rollout import JetStreamSampler
+
+        engine_cfg = ConfigDict(config.sampler.to_dict())
+        engine_cfg.progress = False  # the stage bar reports items and tokens/s
+        return JetStreamSampler.from_config(config.model, engine_cfg, tokenizer=tokenizer)
+    raise ValueError(f"config.sampler.kind={kind!r}; choose one of {SAMPLER_KINDS}")
+
+
+class Context:
+    """Lazily built shared pieces of one stage run."""
+
+    def __init__(self, config: ConfigDict):
+        self.config = config
+
+    @functools.cached_property
+    def tokenizer(self):
+        from int_jax.data.tokenizer import load_tokenizer
+
+        return load_tokenizer(self.config.model.tokenizer_path or None)
+
+    @functools.cached_property
+    def prompts(self) -> PromptSet:
+        return PromptSet.load(self.config.prompts.to_dict())
+
+    @functools.cached_property
+    def sampler(self) -> Sampler:
+        return build_sampler(self.config, self.tokenizer)
+
+    def encode(self, messages, assistant_prefix: str = "") -> list[int]:
+        from int_jax.data.tokenize import encode_prompt
+
+        return encode_prompt(self.tokenizer, messages, assistant_prefix)
+
+    def sample(self, prompts: Sequence[Sequence[int]], n: int, section: ConfigDict, seed: int,
+               max_new_tokens: int | None = None) -> list[list[Completion]]:
+        if not prompts:
+            return []
+        out = self.sampler.generate([list(p) for p in prompts], n, sampling_params(section),
+                                    int(max_new_tokens or section.max_new_tokens), seed)
+        if len(out) != len(prompts) or any(len(c) != n for c in out):
+            raise RuntimeError(f"sampler returned {[len(c) for c in out]} completions for "
+                               f"{len(prompts)} prompts x {n}")
+        return out
+
+    @functools.cached_property
+    def grader_pool(self):
+        from int_jax.grading.verify import GraderPool
+
+        return GraderPool(int(self.config.grading.workers))
+
+    def grade(self, responses: Sequence[str], golds: Sequence[str]) -> list[dict]:
+        """[{"grade": label, "correct": bool, "answer": extracted or None}] per response,
+        graded in worker processes with a hard per-item time limit."""
+        from int_jax.grading.answers import extract_answer
+        from int_jax.grading.verify import grade_batch
+
+        if not responses:
+            return []
+        grades = grade_batch(list(zip(responses, golds)), pool=self.grader_pool,
+                             timeout_s=float(self.config.grading.timeout_s))
+        out = []
+        for response, g in zip(responses, grades):
+            label = str(getattr(g, "value", g))
+            answer, _ = extract_answer(response)
+            out.append({"grade": label, "correct": label == "correct", "answer": answer})
+        return out
+
+    def close(self) -> None:
+        if "grader_pool" in self.__dict__:
+            self.grader_pool.close()
+            del self.__dict__["grader_pool"]
+
+
+def load_problems(config: ConfigDict) -> list[dict]:
+    """Problem records from `config.data.problems` (first `config.data.limit` if > 0)."""
+    from int_jax.stages.base import read_jsonl
+
+    path = config.data.problems
+    if not path:
+        raise ValueError("config.data.problems is empty: point it at a JSONL file of problems")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: problems file not found (config.data.problems)")
+    problems = read_jsonl(path)
+    seen: set[str] = set()
+    for lineno, p in enumerate(problems, 1):
+        for field in ("id", "problem", "answer"):
+            if not isinstance(p.get(field), str) or not p[field].strip():
+                raise ValueError(f"{path}: record {lineno}: field {field!r} must be a non-empty string")
+        if p["id"] in seen:
+            raise ValueError(f"{path}: record {lineno}: problem id {p['id']!r} appears twice")
+        seen.add(p["id"])
+    limit = int(config.data.get("limit", 0) or 0)
+    return problems[:limit] if limit > 0 else problems
+
+
+@contextlib.contextmanager
+def context(config: ConfigDict, ctx: Context | None = None):
+    """`ctx` when a caller shares one (the demo: one model for every stage), else a
+    fresh Context whose grader processes are stopped on the way out."""
+    if ctx is not None:
+        yield ctx
+        return
+    ctx = Context(config)
+    try:
+        yield ctx
+    finally:
+        ctx.close()

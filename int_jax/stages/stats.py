@@ -1,0 +1,156 @@
+"""`int-jax stats`: counts after every step and the Table-1 view, as Markdown and JSON.
+
+Reads whatever stages of the run have finished (missing ones are reported as
+such) and rewrites `stats/stats.json` and `stats/stats.md` atomically.
+
+Table 1: for each conditioning of the continuations (x; x + prefix; x + prefix +
+original step; x + prefix + intervention), over the same interventions and the
+same m: *coverage* = share of interventions (and of problems) with >= 1 correct
+continuation, *accuracy* = share of all continuations that are correct.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+from int_jax.config_io import save_config
+from int_jax.stages.base import read_jsonl, read_manifest, stage_dir
+
+STAGE = "stats"
+CONDITION_LABELS = {
+    "problem": "x",
+    "prefix": "x + prefix",
+    "original": "x + prefix + original step",
+    "intervention": "x + prefix + intervention",
+}
+
+
+def _counts(manifest: dict | None, pass_name: str) -> dict:
+    return (manifest or {}).get("counts", {}).get(pass_name, {})
+
+
+def pipeline_counts(config: ConfigDict) -> dict:
+    """The funnel: attempts -> failures -> proposals -> parsed -> kept -> verified -> SFT."""
+    m = {s: read_manifest(stage_dir(config, s)) for s in ("rollout", "propose", "filter", "continue", "select")}
+    roll, guided, prop = _counts(m["rollout"], "rollout"), _counts(m["propose"], "guided"), \
+        _counts(m["propose"], "propose")
+    filt, sel = _counts(m["filter"], "filter"), _counts(m["select"], "select")
+    left_out = (m["propose"] or {}).get("left_out", {})
+    out = {
+        "stages_finished": [s for s, v in m.items() if v is not None],
+        "problems": roll.get("problems", 0),
+        "hard_problems": roll.get("hard_problems", 0),
+        "attempts": roll.get("attempts", 0),
+        "correct_attempts": roll.get("correct", 0),
+        "failed_attempts": roll.get("failed", 0),
+        "failed_empty": left_out.get("failed_empty", 0),
+        "failed_not_hard": left_out.get("failed_not_hard", 0),
+        "failed_no_reference": left_out.get("failed_no_reference", 0),
+        "guided_solutions": guided.get("guided", 0),
+        "attempts_sent_to_proposer": prop.get("attempts", 0),
+        "skipped_context": prop.get("skipped_context", 0),
+        "proposals": prop.get("proposals", 0),
+        "parsed": filt.get("parsed", 0),
+        "parsed_strict": filt.get("parsed_strict", 0),
+        "parsed_repaired": filt.get("parsed_repaired", 0),
+        "rejected": {k[len("rejected_"):]: v for k, v in sorted(filt.items()) if k.startswith("rejected_")},
+        "leaky": filt.get("rejected_leaky", 0),
+        "kept_interventions": filt.get("kept", 0),
+        "with_correct_continuation": None,
+        "sft_examples": sel.get("kept", 0),
+        "problems_covered": None,
+    }
+    if m["select"] is not None:
+        sft = read_jsonl(stage_dir(config, "select") / "sft.jsonl")
+        out["problems_covered"] = len({e["problem_id"] for e in sft})
+    return out
+
+
+def table1(config: ConfigDict) -> dict | None:
+    """Rows by condition; None when the continue stage has not finished."""
+    if read_manifest(stage_dir(config, "continue")) is None:
+        return None
+    rows = read_jsonl(stage_dir(config, "continue") / "continuations.jsonl")
+    by_cond = collections.defaultdict(list)
+    for r in rows:
+        by_cond[r["condition"]].append(r)
+    table = {}
+    for cond in CONDITION_LABELS:
+        rs = by_cond.get(cond, [])
+        if not rs:
+            continue
+        problems = collections.defaultdict(int)
+        for r in rs:
+            problems[r["problem_id"]] += r["n_correct"]
+        total = sum(r["m"] for r in rs)
+        table[cond] = {
+            "conditioned_on": CONDITION_LABELS[cond],
+            "interventions": len(rs),
+            "continuations": total,
+            "correct": sum(r["n_correct"] for r in rs),
+            "accuracy": sum(r["n_correct"] for r in rs) / total if total else 0.0,
+            "coverage_interventions": sum(r["n_correct"] > 0 for r in rs) / len(rs),
+            "problems": len(problems),
+            "coverage_problems": sum(v > 0 for v in problems.values()) / len(problems),
+        }
+    return table
+
+
+def render_markdown(counts: dict, table: dict | None, run_name: str) -> str:
+    lines = [f"# InT pipeline: run `{run_name}`", "", "## Counts", "", "| step | count |", "|---|---:|"]
+    for key, value in counts.items():
+        if key in ("rejected", "stages_finished"):
+            continue
+        lines.append(f"| {key.replace('_', ' ')} | {'n/a' if value is None else value} |")
+    if counts["rejected"]:
+        lines += ["", "Rejected proposals by reason:", "", "| reason | count |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in counts["rejected"].items()]
+    lines += ["", "## Table 1: continuations by conditioning", ""]
+    if table is None:
+        lines.append("(the continue stage has not finished)")
+    elif not table:
+        lines.append("(no intervention survived the filters, so nothing was continued)")
+    else:
+        lines += ["| conditioned on | interventions | continuations | accuracy | coverage (interventions)"
+                  " | coverage (problems) |", "|---|---:|---:|---:|---:|---:|"]
+        for row in table.values():
+            lines.append(f"| {row['conditioned_on']} | {row['interventions']} | {row['continuations']} | "
+                         f"{row['accuracy']:.3f} | {row['coverage_interventions']:.3f} | "
+                         f"{row['coverage_problems']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run(config: ConfigDict) -> dict:
+    counts = pipeline_counts(config)
+    ivs = stage_dir(config, "continue") / "continuations.jsonl"
+    if read_manifest(stage_dir(config, "continue")) is not None:
+        counts["with_correct_continuation"] = sum(
+            r["n_correct"] > 0 for r in read_jsonl(ivs) if r["condition"] == "intervention")
+    table = table1(config)
+    out_dir = stage_dir(config, STAGE)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir)
+    report = {"counts": counts, "table1": table}
+    _write(out_dir / "stats.json", json.dumps(report, indent=2) + "\n")
+    md = render_markdown(counts, table, config.run.name)
+    _write(out_dir / "stats.md", md)
+    print(md)
+    print(f"[{STAGE}] written: {out_dir / 'stats.md'} and {out_dir / 'stats.json'}")
+    return report
+
+
+def main(config: ConfigDict, args: list[str]) -> int:
+    del args
+    run(config)
+    return 0
