@@ -44,20 +44,28 @@ def test_loss_matches_numpy_weighted_cross_entropy():
     model = qwen3.create(CFG, seed=1)
     batch = _batch(np.random.default_rng(0))
     jb = {k: jnp.asarray(v) for k, v in batch.items()}
-    logits = model(jb["ids"], jb["positions"], segment_ids=jb["segment_ids"])
+    model_def, params = ModelDef.split(model)
+    logits = jax.jit(lambda p, b: model_def.merge(p)(
+        b["ids"], b["positions"], segment_ids=b["segment_ids"]))(params, jb)
     want = _numpy_loss(logits, batch)
     for chunk in (5, 12, 512):  # chunking pads and splits the sequence
-        terms = sft.sft_loss(model, jb, chunk_size=chunk)
+        terms = jax.jit(lambda p, b, c=chunk: sft.sft_loss(model_def.merge(p), b, chunk_size=c))(
+            params, jb)
         got = float(terms.total / terms.weight)
         assert abs(got - want) < 1e-5, (chunk, got, want)  # fp32 vs fp64
     assert float(terms.weight) == pytest.approx(2 * 3 * 1.0 + 3 * 2.0 + 3 * 2.0)
 
 
-def _loss_and_grad(model_def, params, batch):
-    def f(p):
+@functools.lru_cache(maxsize=None)
+def _loss_and_grad_fn(model_def):
+    def f(p, batch):
         terms = sft.sft_loss(model_def.merge(p), batch, chunk_size=5)
         return terms.total / terms.weight
-    return jax.value_and_grad(f)(params)
+    return jax.jit(jax.value_and_grad(f))
+
+
+def _loss_and_grad(model_def, params, batch):
+    return _loss_and_grad_fn(model_def)(params, batch)
 
 
 def test_label_only_tokens_change_neither_loss_nor_gradient():
@@ -77,16 +85,19 @@ def test_label_only_tokens_change_neither_loss_nor_gradient():
     assert all(np.array_equal(grad[k], grad2[k]) for k in grad)
 
     # Prompt tokens as labels: replace the targets at unweighted positions only.
-    model = model_def.merge(params)
-    hidden = model.hidden_states(base["ids"], base["positions"], segment_ids=base["segment_ids"])
+    @jax.jit
+    def weighted_nll(p, labels):
+        model = model_def.merge(p)
+        hidden = model.hidden_states(base["ids"], base["positions"],
+                                     segment_ids=base["segment_ids"])
+        return jnp.sum(w * sft.token_stats(model, hidden, labels, chunk_size=5))
+
     targets, w = sft.next_token_targets(base["ids"], base["loss_weights"], base["segment_ids"])
     noisy = jnp.where(w == 0, (targets + 13) % CFG.vocab_size, targets)
-    a = jnp.sum(w * sft.token_stats(model, hidden, targets, chunk_size=5))
-    b = jnp.sum(w * sft.token_stats(model, hidden, noisy, chunk_size=5))
-    assert float(a) == float(b)
+    a = weighted_nll(params, targets)
+    assert float(a) == float(weighted_nll(params, noisy))
     # ... while changing a weighted label does change it (the test can fail).
-    hit = targets.at[0, 5].add(1)
-    assert float(jnp.sum(w * sft.token_stats(model, hidden, hit, chunk_size=5))) != float(a)
+    assert float(weighted_nll(params, targets.at[0, 5].add(1))) != float(a)
 
 
 def test_packed_unweighted_neighbour_does_not_leak():
@@ -119,7 +130,7 @@ def test_chunked_loss_gradient_equals_dense():
         return jnp.sum(w * nll) / jnp.sum(w)
 
     _, g_chunked = _loss_and_grad(model_def, params, batch)
-    g_dense = jax.grad(dense)(params)
+    g_dense = jax.jit(jax.grad(dense))(params)
     for k in g_dense:
         np.testing.assert_allclose(g_chunked[k], g_dense[k], atol=1e-6, rtol=1e-5, err_msg=k)
 
