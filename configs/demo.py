@@ -23,8 +23,8 @@ def get_config(arg: str = "model"):
     if arg == "scripted":
         c.sampler.kind = "scripted"
         c.sampler.script = f"{root}/script.jsonl"
-        for section in (c.rollout, c.propose, c.continuation):
+        for section in (c.rollout, c.propose, c.continuation, c.reflect):
             section.max_new_tokens = 256
         c.propose.guided_max_new_tokens = 256
-        c.propose.context_limit = 4096
+        c.propose.context_limit = c.reflect.context_limit = 4096
     return c

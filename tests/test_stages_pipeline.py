@@ -1,0 +1,153 @@
+"""The InT pipeline end to end: scripted success path (exact counts, provenance of
+every SFT example), the baselines' data, skipping finished stages, config checks."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from int_jax.intervention.steps import join_steps, split_steps
+from int_jax.stages import base, demo, reference, reflect, rollout
+from int_jax.stages.base import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_config(file: str, arg: str):
+    spec = importlib.util.spec_from_file_location("_cfg", ROOT / "configs" / file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def scripted_config(tmp_path, name="t"):
+    c = load_config("demo.py", "scripted")
+    c.run.root = str(tmp_path / "runs")
+    c.run.name = name
+    c.run.progress = False
+    c.run.fsync = False
+    c.data.problems = str(tmp_path / "problems.jsonl")
+    c.sampler.script = str(tmp_path / "script.jsonl")
+    return c
+
+
+@pytest.fixture(scope="module")
+def scripted_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scripted")
+    config = scripted_config(tmp)
+    report = demo.run(config)
+    return config, report
+
+
+def test_counts_of_the_scripted_run(scripted_run):
+    _, report = scripted_run
+    c = report["counts"]
+    # 5 problems x n=2; `pow2` is solved by both attempts; 4 problems fail twice.
+    assert (c["problems"], c["attempts"], c["correct_attempts"], c["failed_attempts"]) == (5, 10, 2, 8)
+    assert c["hard_problems"] == 4 and c["guided_solutions"] == 4
+    # k=2 proposals per failed attempt.
+    assert c["attempts_sent_to_proposer"] == 8 and c["proposals"] == 16 and c["skipped_context"] == 0
+    # Per attempt: sum10 [leaky, ok]; linear [no block, ok after repair];
+    # divisors36 [location 7 of 3, leaky]; coins [leaky (1/4 written \dfrac), ok].
+    assert c["rejected"] == {"leaky": 6, "no_block": 2, "location_out_of_range": 2}
+    assert (c["parsed"], c["parsed_strict"], c["parsed_repaired"]) == (14, 12, 2)
+    assert c["kept_interventions"] == 6
+    # Continuations (m=2): sum10 2/2, linear 1/2, coins 0/2 -> coins dropped by select.
+    assert c["with_correct_continuation"] == 4 and c["sft_examples"] == 4
+    assert c["problems_covered"] == 2
+    t = report["table1"]
+    assert t["intervention"]["accuracy"] == pytest.approx(6 / 12)
+    assert t["intervention"]["coverage_interventions"] == pytest.approx(4 / 6)
+    for cond in ("problem", "prefix", "original"):
+        assert t[cond]["continuations"] == 12 and t[cond]["correct"] == 0
+
+
+def test_provenance_of_every_sft_example(scripted_run):
+    config, _ = scripted_run
+    d = Path(config.run.root) / config.run.name
+    problems = {p["id"]: p for p in read_jsonl(d / "rollout" / "problems.jsonl")}
+    rollouts = {r["id"]: r for r in read_jsonl(d / "rollout" / "rollouts.jsonl")}
+    proposals = {p["id"]: p for p in read_jsonl(d / "propose" / "proposals.jsonl")}
+    interventions = {i["id"]: i for i in read_jsonl(d / "filter" / "interventions.jsonl")}
+    conts = {c["intervention_id"]: c for c in read_jsonl(d / "continue" / "continuations.jsonl")
+             if c["condition"] == "intervention"}
+    sft = read_jsonl(d / "select" / "sft.jsonl")
+    assert len(sft) == 4
+    for ex in sft:
+        iv = interventions[ex["intervention_id"]]
+        prop = proposals[ex["proposal_id"]]
+        attempt = rollouts[ex["rollout_id"]]
+        problem = problems[ex["problem_id"]]
+        assert iv["proposal_id"] == prop["id"] and prop["rollout_id"] == attempt["id"]
+        assert attempt["problem_id"] == problem["id"] and not attempt["correct"]
+        assert conts[iv["id"]]["n_correct"] >= 1
+        # The prompt is the problem exactly as the rollouts saw it.
+        assert ex["messages"] == [{"role": "user", "content": ex["messages"][0]["content"]}]
+        assert ex["messages"][0]["content"].startswith(problem["problem"])
+        # Segments rebuild the attempt with the wrong step replaced.
+        steps = split_steps(attempt["text"])
+        kinds = [s["kind"] for s in ex["segments"]]
+        texts = {s["kind"]: s["text"] for s in ex["segments"]}
+        loc = iv["location"]
+        assert kinds == (["prefix"] if loc > 1 else []) + ["intervention", "suffix"]
+        trained = texts.get("prefix", "") + texts["intervention"]
+        assert trained == join_steps(steps[:loc - 1] + [iv["content"]])
+        assert trained + texts["suffix"] == join_steps(steps[:loc - 1] + [iv["content"]] + steps[loc:])
+        assert problem["answer"] not in texts["intervention"]
+
+
+def test_sft_examples_encode_with_the_trainer_tokenisation(scripted_run):
+    from int_jax.data.tokenize import encode_example
+    from int_jax.data.tokenizer import load_tokenizer
+
+    config, _ = scripted_run
+    tok = load_tokenizer()
+    for ex in read_jsonl(Path(config.run.root) / config.run.name / "select" / "sft.jsonl"):
+        enc = encode_example(tok, ex["messages"], [(s["kind"], s["text"]) for s in ex["segments"]])
+        kinds = [s.kind for s in enc.spans]
+        assert "suffix" not in kinds and "intervention" in kinds  # suffix not trained by default
+
+
+def test_finished_stages_are_skipped_and_outputs_unchanged(scripted_run):
+    config, _ = scripted_run
+    d = Path(config.run.root) / config.run.name
+    before = {p: p.read_bytes() for p in d.rglob("*.jsonl")}
+    demo.run(config)
+    assert {p: p.read_bytes() for p in d.rglob("*.jsonl")} == before
+
+
+def test_changed_config_on_a_finished_stage_is_an_error(scripted_run):
+    config, _ = scripted_run
+    changed = config.copy_and_resolve_references()
+    changed.rollout.n = 3
+    with pytest.raises(base.StageError, match="different config"):
+        rollout.run(changed)
+
+
+def test_baseline_data(scripted_run):
+    config, _ = scripted_run
+    ref = reference.run(config)
+    assert ref["counts"]["reference"] == {"kept": 5, "problems": 5}
+    refl = reflect.run(config)
+    # The reflect chat holds the reference solution, so the script answers it correctly.
+    assert refl["counts"]["reflect"]["rewrites"] == 8 and refl["counts"]["reflect"]["kept"] == 8
+    d = Path(config.run.root) / config.run.name
+    for ex in read_jsonl(d / "reflect" / "sft.jsonl"):
+        assert [s["kind"] for s in ex["segments"]] == ["response"]
+        assert ex["rollout_id"] in {r["id"] for r in read_jsonl(d / "rollout" / "rollouts.jsonl")}
+
+
+def test_a_stage_before_its_input_says_what_to_run(tmp_path):
+    from int_jax.stages import continuation
+
+    config = scripted_config(tmp_path)
+    with pytest.raises(base.StageError, match="run `int-jax rollout`"):
+        continuation.run(config)
+
+
+def test_bad_problem_file_names_file_and_field(tmp_path):
+    config = scripted_config(tmp_path)
+    Path(config.data.problems).write_text(json.dumps({"id": "a", "problem": "1+1?"}) + "\n")
+    with pytest.raises(ValueError, match=r"problems\.jsonl: record 1: field 'answer'"):
+        rollout.run(config)
