@@ -1,0 +1,23 @@
+"""The outcome of grading one response against one gold answer."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Grade(str, enum.Enum):
+    """Why a response did or did not earn the reward.
+
+    Only ``CORRECT`` earns it; the other values say why not, so rollouts and eval
+    reports can tell a wrong answer from a missing, unreadable or too-slow one.
+    """
+
+    CORRECT = "correct"
+    WRONG = "wrong"
+    NO_ANSWER = "no_answer"  # no final \boxed{...} in the response
+    UNPARSABLE = "unparsable"  # an answer, but too long or not readable as math
+    TIMEOUT = "timeout"  # grading ran past its time limit (or its worker died)
+
+    @property
+    def is_correct(self) -> bool:
+        return self is Grade.CORRECT
