@@ -25,7 +25,8 @@ def engine_run(tmp_path_factory):
     for section in (c.rollout, c.propose, c.continuation):
         section.max_new_tokens = 12
     c.propose.guided_max_new_tokens = 12
-    c.sampler.max_prefill_length = 1024
+    # Two prefill buckets bound compilation (the proposer chat is ~600 tokens).
+    c.sampler.buckets, c.sampler.max_len, c.sampler.max_prefill_length = (128, 704), 720, 704
     with context(c) as ctx:
         for module in (rollout, propose, filter_stage, continuation, select):
             module.run(c, ctx)
