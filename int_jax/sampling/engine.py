@@ -134,9 +134,14 @@ class Qwen3Engine(engine_api.Engine):
     # -- weights -------------------------------------------------------------------
 
     def _place(self, state):
-        """Put a weights State on this engine's shardings, device to device."""
+        """Put a weights State on this engine's shardings, device to device.
+
+        Always explicit (committed) placement, at start-up and on every swap:
+        jit keys its cache on argument placement, so mixing committed and
+        uncommitted weights would recompile.
+        """
         if self._param_shardings is None:
-            return state
+            return jax.device_put(state, jax.devices()[0])
         return jax.device_put(state, self._param_shardings)
 
     def update_params(self, params) -> None:
@@ -159,7 +164,7 @@ class Qwen3Engine(engine_api.Engine):
         for old, new, sh in zip(cur_leaves, new_leaves, shardings):
             if tuple(old.shape) != tuple(new.shape):
                 raise ValueError(f"update_params: shape {new.shape} != {old.shape}")
-            target = sh if sh is not None else old.sharding
+            target = sh if sh is not None else jax.devices()[0]
             moved = jax.device_put(new, target)
             placed.append(moved if moved.dtype == old.dtype else moved.astype(old.dtype))
         self.params.state = jax.tree.unflatten(cur_def, placed)

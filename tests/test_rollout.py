@@ -1,0 +1,167 @@
+"""The JetStream-backed sampler against plain full forwards (tiny random Qwen3, fp32, CPU).
+
+One sampler (2 slots, so requests outnumber slots and slots are reused) is
+compiled once per module and shared by the tests.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from hf_checkpoints import make_hf_checkpoint
+from int_jax.models import hf
+from int_jax.sampling import decode as decode_lib
+from int_jax.sampling import sample as sample_lib
+from int_jax.sampling.rollout import JetStreamSampler
+from int_jax.sampling.types import GREEDY, SamplingParams
+
+PROMPTS = [[5, 17, 3], list(range(40, 49)), list(range(100, 117)), [7, 7, 8, 9, 2], list(range(300, 312))]
+MAX_NEW = 8
+TOL = 1e-4  # fp32 on CPU, highest matmul precision
+
+
+_PAD_TO = 48
+
+
+@nnx.jit
+def _padded_forward(model, ids):
+    return model(ids)[0]
+
+
+def full_logits(model, ids):
+    """Plain forward (no cache) of `ids`; right padding cannot change causal logits."""
+    padded = np.zeros((1, _PAD_TO), np.int32)
+    padded[0, :len(ids)] = ids
+    return _padded_forward(model, jnp.asarray(padded))[:len(ids)]
+
+
+def greedy_reference(model, prompt, max_new, stop_ids=()):
+    """Greedy by repeated full forwards, no cache."""
+    seq, out = list(prompt), []
+    for _ in range(max_new):
+        tok = int(jnp.argmax(full_logits(model, seq)[-1]))
+        out.append(tok)
+        seq.append(tok)
+        if tok in stop_ids:
+            break
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt")
+    make_hf_checkpoint(path, vocab_size=512, hidden_size=64, num_layers=2, seed=0)
+    model = hf.from_pretrained(path, dtype=jnp.float32, param_dtype=jnp.float32)
+    free = [greedy_reference(model, p, MAX_NEW) for p in PROMPTS]
+    # A stop id that ends prompt 0's greedy run early, so slots free up mid-batch.
+    stop = free[0][3]
+    refs = [greedy_reference(model, p, MAX_NEW, (stop,)) for p in PROMPTS]
+    sampler = JetStreamSampler(model, None, slots=2, max_len=64, buckets=(8, 16, 32),
+                               cache_dtype=jnp.float32, stop_ids=(stop,), progress=False,
+                               stall_timeout_s=120)
+    return dict(model=model, sampler=sampler, refs=refs, stop=stop, path=path)
+
+
+def test_greedy_through_driver_equals_full_forward_greedy(setup):
+    sampler, refs, stop = setup["sampler"], setup["refs"], setup["stop"]
+    out = sampler.generate(PROMPTS, n=1, sampling=GREEDY, max_new_tokens=MAX_NEW, seed=0)
+    assert [len(row) for row in out] == [1] * len(PROMPTS)
+    assert any(len(r) < MAX_NEW for r in refs)  # some sequences stop early
+    for prompt, row, ref in zip(PROMPTS, out, refs):
+        c = row[0]
+        assert c.tokens == ref, (prompt, c.tokens, ref)
+        assert c.finish_reason == ("stop" if ref[-1] == stop else "length")
+        assert len(c.logprobs) == len(c.model_logprobs) == len(c.tokens)
+    # Identical-prompt reuse is not involved here; compiles stay bounded by buckets.
+    assert sampler.engine.compile_stats.count <= 2 + 2 * 3 + 1
+
+
+def test_logprobs_match_a_plain_forward_and_results_stay_in_order(setup):
+    model, sampler, stop = setup["model"], setup["sampler"], setup["stop"]
+    sampling = SamplingParams(temperature=0.8, top_p=0.9, top_k=20)
+    prompts = [PROMPTS[1], PROMPTS[3]]
+    hits0, misses0 = sampler.engine.prefix_cache_stats
+    out = sampler.generate(prompts, n=3, sampling=sampling, max_new_tokens=6, seed=11)
+    # n identical prompts are prefilled (at most) once each.
+    hits, misses = sampler.engine.prefix_cache_stats
+    assert misses - misses0 <= len(prompts) and hits - hits0 + misses - misses0 == 3 * len(prompts)
+    assert [len(row) for row in out] == [3, 3]
+    for prompt, row in zip(prompts, out):
+        for c in row:
+            logits = full_logits(model, prompt + c.tokens)[len(prompt) - 1:-1]  # predicts each token
+            idx = np.arange(len(c.tokens))
+            model_lp = np.asarray(jax.nn.log_softmax(logits, -1))[idx, c.tokens]
+            np.testing.assert_allclose(c.model_logprobs, model_lp, atol=TOL)
+            n = len(c.tokens)
+            probs = np.asarray(sample_lib.truncated_distribution(
+                logits, jnp.full((n,), 0.8), jnp.full((n,), 0.9), jnp.full((n,), 20)))
+            np.testing.assert_allclose(c.logprobs, np.log(probs[idx, c.tokens]), atol=TOL)
+            # finish_reason is `length` exactly when max_new_tokens was hit.
+            if c.finish_reason == "length":
+                assert len(c.tokens) == 6 and stop not in c.tokens
+            else:
+                assert c.tokens[-1] == stop and stop not in c.tokens[:-1] and len(c.tokens) <= 6
+    # Same seed, same layout: the same samples.
+    again = sampler.generate(prompts, n=3, sampling=sampling, max_new_tokens=6, seed=11)
+    assert [[c.tokens for c in row] for row in again] == [[c.tokens for c in row] for row in out]
+
+
+def test_kv_cache_logits_equal_full_forward_at_every_step(setup):
+    """Prefill + insert + decode steps of the core, for two slots at different lengths."""
+    model = setup["model"]
+    core = decode_lib.DecodeCore(model, slots=2, max_len=64, buckets=(8, 16, 32),
+                                 cache_dtype=jnp.float32, stop_ids=())
+    _, params = nnx.split(model)
+    state = core.init_state()
+    prompts = [PROMPTS[0], PROMPTS[2]]
+    for slot, prompt in enumerate(prompts):
+        padded, n = core.pad(prompt)
+        kv, logits = core.prefill(params, padded, n)
+        np.testing.assert_allclose(logits, full_logits(model, prompt)[-1], atol=TOL)
+        tok, lp, mlp = core.draw(logits, np.zeros(2, np.uint32), 0.0, 1.0, 0)
+        state = core.insert(state, decode_lib.Prefix(
+            kv=kv, length=jnp.int32(n), token=tok, logprob=lp, model_logprob=mlp,
+            key=jnp.zeros(2, jnp.uint32), temperature=jnp.float32(0), top_p=jnp.float32(1),
+            top_k=jnp.int32(0), max_new=jnp.int32(50), tag=jnp.int32(slot)), slot)
+    seqs = [list(p) for p in prompts]
+    decode = jax.jit(lambda s: model.decode(s.token[:, None], s.position[:, None], s.cache)[0][:, 0])
+    for _ in range(6):
+        step_logits = decode(state)  # what the next step computes from this cache
+        for slot in range(2):
+            seqs[slot].append(int(state.token[slot]))
+            ref = full_logits(model, seqs[slot])[-1]
+            np.testing.assert_allclose(step_logits[slot], ref, atol=TOL)
+        state, _ = core.step(params, state)
+
+
+def test_bad_prompts_are_clear_errors(setup):
+    sampler = setup["sampler"]
+    with pytest.raises(decode_lib.PromptTooLongError, match="prompt 1.*largest prefill bucket"):
+        sampler.generate([[1, 2], list(range(33))], n=1, sampling=GREEDY, max_new_tokens=2, seed=0)
+    with pytest.raises(ValueError, match="prompt 0.*max_len=64"):
+        sampler.generate([list(range(30))], n=1, sampling=GREEDY, max_new_tokens=40, seed=0)
+    with pytest.raises(ValueError, match="prompt 0: token id outside"):
+        sampler.generate([[1, 600]], n=1, sampling=GREEDY, max_new_tokens=2, seed=0)
+    with pytest.raises(ValueError, match="prompt 0: expected a non-empty"):
+        sampler.generate([[]], n=1, sampling=GREEDY, max_new_tokens=2, seed=0)
+
+
+def test_update_params_swaps_weights_without_recompiling(setup, tmp_path):
+    sampler, stop = setup["sampler"], setup["stop"]
+    make_hf_checkpoint(tmp_path, vocab_size=512, hidden_size=64, num_layers=2, seed=1)
+    other = hf.from_pretrained(tmp_path, dtype=jnp.float32, param_dtype=jnp.float32)
+    sampler.generate(PROMPTS[:2], n=1, sampling=GREEDY, max_new_tokens=2, seed=0)  # compiled
+    compiles = sampler.engine.compile_stats.count
+    original = nnx.split(setup["model"])[1]
+    try:
+        sampler.update_params(nnx.split(other)[1])
+        out = sampler.generate(PROMPTS[:2], n=1, sampling=GREEDY, max_new_tokens=MAX_NEW, seed=0)
+        for prompt, row in zip(PROMPTS[:2], out):
+            assert row[0].tokens == greedy_reference(other, prompt, MAX_NEW, (stop,))
+        assert sampler.engine.compile_stats.count == compiles
+    finally:
+        sampler.update_params(original)
+    back = sampler.generate(PROMPTS[:1], n=1, sampling=GREEDY, max_new_tokens=MAX_NEW, seed=0)
+    assert back[0][0].tokens == setup["refs"][0]
