@@ -115,6 +115,10 @@ def cudnn_attention(q, k, v, q_index, q_segment, kv_segment):
     `q_index`, so it is only valid when queries and keys are the same sequence.
     """
     del q_index
+    if q.shape[1] != k.shape[1]:
+        # cuDNN's causal mask is top-left aligned: wrong for KV-cache decoding.
+        raise ValueError("cudnn attention serves training forwards only (T == S); "
+                         "use attention_impl='xla' or 'chunked' for KV-cache decoding")
     return jax.nn.dot_product_attention(
         q, k, v, is_causal=True, implementation="cudnn",
         query_seq_lengths=None, key_value_seq_lengths=None,
