@@ -74,6 +74,9 @@ def test_provenance_of_every_sft_example(scripted_run):
              if c["condition"] == "intervention"}
     sft = read_jsonl(d / "select" / "sft.jsonl")
     assert len(sft) == 4
+    from int_jax.data.records import SFTExample
+
+    assert [SFTExample.from_dict(ex).id for ex in sft] == [ex["id"] for ex in sft]  # typed record
     for ex in sft:
         iv = interventions[ex["intervention_id"]]
         prop = proposals[ex["proposal_id"]]
@@ -149,5 +152,5 @@ def test_a_stage_before_its_input_says_what_to_run(tmp_path):
 def test_bad_problem_file_names_file_and_field(tmp_path):
     config = scripted_config(tmp_path)
     Path(config.data.problems).write_text(json.dumps({"id": "a", "problem": "1+1?"}) + "\n")
-    with pytest.raises(ValueError, match=r"problems\.jsonl: record 1: field 'answer'"):
+    with pytest.raises(ValueError, match=r"problems\.jsonl.*1.*answer"):
         rollout.run(config)

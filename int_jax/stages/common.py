@@ -113,20 +113,20 @@ class Context:
 
 
 def load_problems(config: ConfigDict) -> list[dict]:
-    """Problem records from `config.data.problems` (first `config.data.limit` if > 0)."""
-    from int_jax.stages.base import read_jsonl
+    """Problem records from `config.data.problems` (first `config.data.limit` if > 0).
+
+    Read through `int_jax.data.records`, whose errors name the file, line and field.
+    """
+    from int_jax.data.records import Problem, iter_records
 
     path = config.data.problems
     if not path:
         raise ValueError("config.data.problems is empty: point it at a JSONL file of problems")
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: problems file not found (config.data.problems)")
-    problems = read_jsonl(path)
+    problems = [p.to_dict() for p in iter_records(path, Problem)]
     seen: set[str] = set()
     for lineno, p in enumerate(problems, 1):
-        for field in ("id", "problem", "answer"):
-            if not isinstance(p.get(field), str) or not p[field].strip():
-                raise ValueError(f"{path}: record {lineno}: field {field!r} must be a non-empty string")
         if p["id"] in seen:
             raise ValueError(f"{path}: record {lineno}: problem id {p['id']!r} appears twice")
         seen.add(p["id"])

@@ -58,7 +58,7 @@ def _process(ctx: Context, problems: dict, batch: list[Item], seed: int) -> list
                 sft.append({"id": f"{rid}/sft", "messages": ctx.prompts.problem_chat(problem["problem"]),
                             "segments": [{"kind": "response", "text": c.text}],
                             "problem_id": problem["id"], "rollout_id": attempt["id"],
-                            "reflection_id": rid})
+                            "meta": {"reflection_id": rid}})
         results[b].counters["kept"] += len(sft)
         results[b].records = {"reflections.jsonl": reflections, "sft.jsonl": sft}
     return results

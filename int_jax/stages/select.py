@@ -53,8 +53,8 @@ def _process(ctx: Context, problems: dict, continuations: dict, batch: list[Item
             "segments": sft_segments(iv, bool(cfg.include_suffix)),
             "problem_id": iv["problem_id"], "rollout_id": iv["rollout_id"],
             "proposal_id": iv["proposal_id"], "intervention_id": iv["id"],
-            "location": iv["location"], "continuations_correct": n_correct,
-            "continuations": cont["m"] if cont else 0,
+            "meta": {"location": iv["location"], "continuations_correct": n_correct,
+                     "continuations": cont["m"] if cont else 0},
         }
         r.records = {"sft.jsonl": [example]}
         r.counters["kept"] += 1
