@@ -20,6 +20,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     (c of them correct) is correct."""
     if not (0 <= c <= n and 1 <= k <= n):
         raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if c == 0:
+        return 0.0
     if n - c < k:
         return 1.0
     log_fail = sum(math.log1p(-k / i) for i in range(n - c + 1, n + 1))

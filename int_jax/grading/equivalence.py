@@ -27,6 +27,7 @@ import re
 from math_verify import LatexExtractionConfig, parse, verify
 from sympy import FiniteSet, Interval
 
+from int_jax.grading.answers import last_boxed
 from int_jax.grading.grade import Grade
 
 # math-verify warns once that its signal timeouts are off; ours are enforced outside.
@@ -154,6 +155,8 @@ def _kinds_clash(gold: tuple, answer: tuple) -> bool:
 
 def equivalent(answer: str, gold: str) -> Grade:
     """Grade an extracted answer against a gold answer (no time limit; see module doc)."""
+    if "\\boxed" in gold or "\\fbox" in gold:  # some datasets box their golds
+        gold = last_boxed(gold) or gold
     a, g = clean(answer), clean(gold)
     if not a:
         return Grade.NO_ANSWER
