@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from int_jax.data import loaders
+from int_jax.data.records import RecordError
 from int_jax.data.tokenizer import load_tokenizer
 from int_jax.eval.diagnostics import segment_diagnostics
 from int_jax.models import qwen3
@@ -72,18 +73,21 @@ def test_packed_rows_do_not_attend_across_examples():
 
 
 def test_jsonl_errors_name_file_line_and_field(tmp_path):
-    good = {"id": "a", "prompt": "q", "segments": [{"kind": "prefix", "text": "x"}]}
+    good = {"id": "a", "problem_id": "p", "messages": [{"role": "user", "content": "q"}],
+            "segments": [{"kind": "prefix", "text": "x"}]}
+    bad = dict(good, id="b", segments=[{"kind": "hint", "text": "x"}])
     p = tmp_path / "sft.jsonl"
-    p.write_text(json.dumps(good) + "\n" + json.dumps({"id": "b", "prompt": "q",
-                                                       "segments": [{"kind": 3}]}) + "\n")
-    with pytest.raises(loaders.DataError, match=r"sft.jsonl:2: field 'segments\[0\]'"):
+    p.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(RecordError, match=r"sft.jsonl:2: .*'hint'"):
         loaders.read_sft_jsonl(p)
     p.write_text(json.dumps(good) + "\n{not json\n")
-    with pytest.raises(loaders.DataError, match=r"sft.jsonl:2: invalid JSON"):
+    with pytest.raises(RecordError, match=r"sft.jsonl:2: invalid JSON"):
         loaders.read_sft_jsonl(p)
     # A torn last line (killed writer, no newline) is skipped, not an error.
     p.write_text(json.dumps(good) + "\n" + json.dumps(good)[:20])
-    assert [r.id for r in loaders.read_sft_jsonl(p)] == ["a"]
+    with pytest.warns(UserWarning, match="cut-off"):
+        records = loaders.read_sft_jsonl(p)
+    assert [(r.id, r.segments) for r in records] == [("a", [("prefix", "x")])]
 
 
 def test_diagnostics_match_direct_computation():

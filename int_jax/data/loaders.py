@@ -18,84 +18,44 @@ all hosts agree on the shape. Pack mode wastes least compute; the batch is then
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import grain
 import grain.experimental as grain_exp
 import numpy as np
 
+from int_jax.data.records import SFTExample, read_records
 from int_jax.data.tokenize import EncodedExample, EncodeStats, encode_example
 
 FIELDS = ("ids", "loss_weights", "segment_ids", "positions", "example")
-MAX_LINE_CHARS = 50_000_000  # one SFT example; anything bigger is a broken file
 MIN_BUCKET = 128
-
-
-class DataError(ValueError):
-    """A malformed input record; the message names file, line and field."""
 
 
 @dataclasses.dataclass(frozen=True)
 class SFTRecord:
+    """What tokenisation needs from an `SFTExample`."""
+
     id: str
     messages: list[dict]
     segments: list[tuple[str, str]]
 
 
-def _record_from_dict(d: Any, where: str) -> SFTRecord:
-    if not isinstance(d, Mapping):
-        raise DataError(f"{where}: expected a JSON object")
-    if "messages" in d:
-        messages = d["messages"]
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, Mapping) and isinstance(m.get("role"), str)
-                and isinstance(m.get("content"), str) for m in messages):
-            raise DataError(f"{where}: field 'messages' must be a non-empty list of "
-                            "{role, content} string pairs")
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-    elif isinstance(d.get("prompt"), str):
-        messages = [{"role": "user", "content": d["prompt"]}]
-    else:
-        raise DataError(f"{where}: needs field 'messages' (list) or 'prompt' (string)")
-    segs = d.get("segments")
-    if not isinstance(segs, list) or not segs:
-        raise DataError(f"{where}: field 'segments' must be a non-empty list of {{kind, text}}")
-    segments = []
-    for i, s in enumerate(segs):
-        if not (isinstance(s, Mapping) and isinstance(s.get("kind"), str)
-                and isinstance(s.get("text"), str)):
-            raise DataError(f"{where}: field 'segments[{i}]' must have string 'kind' and 'text'")
-        segments.append((s["kind"], s["text"]))
-    return SFTRecord(id=str(d.get("id", where)), messages=messages, segments=segments)
+def sft_record(example: SFTExample) -> SFTRecord:
+    return SFTRecord(id=example.id, messages=[dict(m) for m in example.messages],
+                     segments=[(s.kind, s.text) for s in example.segments])
 
 
 def read_sft_jsonl(path: str | os.PathLike) -> list[SFTRecord]:
-    """Records of an SFT JSONL file. A torn last line (a writer killed mid-append,
-    no trailing newline) is skipped; any other bad line is an error."""
-    path = Path(path)
-    if not path.exists():
+    """`SFTExample` records of a JSONL file (from `int-jax select`, `reflect`, `reference`).
+
+    Bad lines raise `RecordError` naming file, line and field; a torn last line
+    (a writer killed mid-append) is skipped.
+    """
+    if not Path(path).exists():
         raise FileNotFoundError(f"{path}: SFT data file not found")
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    torn_ok = not text.endswith("\n")
-    records = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        if len(line) > MAX_LINE_CHARS:
-            raise DataError(f"{where}: line longer than {MAX_LINE_CHARS} characters")
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if torn_ok and n == len(lines):
-                break
-            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        records.append(_record_from_dict(obj, where))
-    return records
+    return [sft_record(r) for r in read_records(path, SFTExample)]
 
 
 def encode_records(tokenizer, records: Sequence[SFTRecord], *, weights, cutoff_len: int,

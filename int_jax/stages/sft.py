@@ -20,7 +20,7 @@ from ml_collections import ConfigDict
 from int_jax.config_io import save_config
 from int_jax.data import loaders
 from int_jax.data.tokenizer import load_tokenizer
-from int_jax.data.toy_sft import toy_sft_records
+from int_jax.data.toy_sft import toy_sft_examples
 from int_jax.models import factory, hf
 from int_jax.train import loop, metrics, optim, sft
 
@@ -33,8 +33,7 @@ def load_examples(config: ConfigDict, tokenizer):
     if d.train_path:
         records = loaders.read_sft_jsonl(d.train_path)
     elif config.model.preset == "tiny" and not config.model.hf_path:
-        records = [loaders._record_from_dict(r, f"toy[{i}]")
-                   for i, r in enumerate(toy_sft_records())]
+        records = [loaders.sft_record(e) for e in toy_sft_examples()]
     else:
         raise ValueError("data.train_path is empty: point it at the SFT JSONL "
                          "written by `int-jax select`")
