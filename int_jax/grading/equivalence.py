@@ -9,7 +9,9 @@ gold answers look like and math-verify alone gets wrong:
 * a trailing qualifier (``..., where c != -1``, ``for some a > 0``) is not part of the
   answer to compare;
 * answers joined with words (``3 and 4``, ``P(x)=-1 or P(x)=x+1``) are lists;
-* a leading quantifier in the response (``all n >= 2``) is dropped;
+* a leading quantifier (``all n >= 2``) and a trailing unit (``5 \\text{ cm}``) in
+  the response are dropped (math-verify's own unit stripping is off: it reads the
+  variable in ``2-2m`` as metres);
 * prose golds (``odd n``, ``All powers of 2``, ``no solutions``) are compared as bags
   of words, never through the LaTeX parser, which would read ``odd n`` as ``o*d*d*n``;
 * an interval is never equal to a finite set (``(1,2)`` vs ``\\{1,2\\}``).
@@ -24,6 +26,7 @@ import functools
 import logging
 import re
 
+from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
 from math_verify import LatexExtractionConfig, parse, verify
 from sympy import FiniteSet, Interval
 
@@ -33,7 +36,13 @@ from int_jax.grading.grade import Grade
 # math-verify warns once that its signal timeouts are off; ours are enforced outside.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
-_LATEX_CONFIG = (LatexExtractionConfig(boxed_match_priority=0),)
+# Unit stripping is off: it reads the variable in `2-2m` as metres and drops it.
+_LATEX_CONFIG = (LatexExtractionConfig(
+    boxed_match_priority=0,
+    normalization_config=NormalizationConfig(basic_latex=True, units=False,
+                                             malformed_operators=True, nits=True,
+                                             boxed="all", equations=False),
+),)
 
 _LAYOUT = re.compile(r"\\displaystyle|\\[!,;:> ]|~|\\q?quad\b|\\\(|\\\)|\\\[|\\\]|\$")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
@@ -49,6 +58,8 @@ _QUANTIFIER = re.compile(
     r"polynomials?|of))*\s*(?:such\s+that|with|where|satisfying|:|are|is)?\s*",
     re.IGNORECASE,
 )
+# A unit word after a number: `5 \text{ cm}`, `12\text{ degrees}`, `3\,\mathrm{m}^2`.
+_UNIT = re.compile(r"(?<=[0-9}])\s*\\(?:text|mathrm|mbox)\s*\{\s*[A-Za-z]+\s*\}(?:\^\{?[23]\}?)?\s*$")
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]+(?![A-Za-z])")
 # Letter runs that are mathematics when written without a backslash.
 _MATH_WORDS = frozenset(
@@ -113,6 +124,10 @@ def _strip_quantifier(s: str) -> str:
     return unwrapped[m.end() :]
 
 
+def _strip_unit(s: str) -> str:
+    return _UNIT.sub("", s)
+
+
 def bag_of_words(s: str) -> tuple[str, ...]:
     """Order-free canonical form of a prose answer (``odd n`` == ``n odd``)."""
     s = re.sub(r"\s+", " ", _unwrap_text(s)).strip().lower()
@@ -165,7 +180,7 @@ def equivalent(answer: str, gold: str) -> Grade:
     if is_prose(main_part(g)):
         return Grade.CORRECT if bag_of_words(a) == bag_of_words(g) else Grade.WRONG
     gold_parsed = parse_math(_as_list(main_part(g)))
-    answer_parsed = parse_math(_as_list(main_part(_strip_quantifier(a))))
+    answer_parsed = parse_math(_as_list(main_part(_strip_unit(_strip_quantifier(a)))))
     if not answer_parsed:
         return Grade.UNPARSABLE
     if not gold_parsed or _kinds_clash(gold_parsed, answer_parsed):

@@ -116,6 +116,10 @@ class GraderPool:
         """False after ``close`` and in a forked child (the pipes belong to the parent)."""
         return not self._closed and os.getpid() == self._owner_pid
 
+    def pids(self) -> list[int]:
+        """Worker process ids (for monitoring, and for tests that kill or stop one)."""
+        return [w.proc.pid for w in self._workers]
+
     def _replace(self, i: int) -> None:
         self._workers[i].kill()
         self._workers[i] = _Worker(self._ctx)
@@ -135,22 +139,7 @@ class GraderPool:
         hard_s = timeout_s + self.grace_s
         while remaining:
             now = time.monotonic()
-            for i, w in enumerate(self._workers):
-                while w.ready and pending and len(w.in_flight) < self.depth:
-                    idx = pending.popleft()
-                    if not w.in_flight:
-                        w.head_since = now
-                    w.in_flight.append(idx)
-                    answer, gold = items[idx]
-                    try:
-                        w.conn.send((idx, answer, gold, timeout_s))
-                    except OSError:  # died while idle: nothing of ours was running
-                        w.in_flight.pop()
-                        pending.extendleft(reversed(w.in_flight))
-                        pending.appendleft(idx)
-                        w.in_flight.clear()
-                        self._replace(i)
-                        break
+            self._dispatch(items, pending, timeout_s, now)
             deadlines = [w.head_since + hard_s for w in self._workers if w.in_flight]
             deadlines += [w.started + _STARTUP_TIMEOUT_S for w in self._workers if not w.ready]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else None
@@ -180,6 +169,29 @@ class GraderPool:
                 elif not w.ready and now - w.started > _STARTUP_TIMEOUT_S:
                     raise RuntimeError(f"grading worker did not start in {_STARTUP_TIMEOUT_S}s")
         return results  # type: ignore[return-value]
+
+    def _dispatch(self, items, pending: collections.deque, timeout_s: float, now: float) -> None:
+        """Hand out pending items round-robin, up to ``depth`` queued per worker."""
+        progress = True
+        while pending and progress:
+            progress = False
+            for i, w in enumerate(self._workers):
+                if not (pending and w.ready and len(w.in_flight) < self.depth):
+                    continue
+                idx = pending.popleft()
+                try:
+                    answer, gold = items[idx]
+                    w.conn.send((idx, answer, gold, timeout_s))
+                except OSError:  # died while idle: nothing of ours was running there
+                    pending.appendleft(idx)
+                    pending.extendleft(reversed(w.in_flight))
+                    w.in_flight.clear()
+                    self._replace(i)
+                    continue
+                if not w.in_flight:
+                    w.head_since = now
+                w.in_flight.append(idx)
+                progress = True
 
     def _fail_head(self, i: int, results: list, pending: collections.deque) -> int:
         """Kill worker ``i``: its current item is a timeout, its queued ones go back."""
