@@ -14,7 +14,6 @@ stage's inner loop, is bounded in time and can never hang or crash its caller.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 from collections.abc import Iterable
 
