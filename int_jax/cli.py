@@ -34,6 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("int_jax.stages.demo:main", "the whole pipeline on the tiny built-in default"),
 }
 
+# Commands that take no config file (their arguments are positional).
+NO_CONFIG = {"data"}
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "ml-collections config file, e.g. configs/sft.py:tiny", lock_config=True)
 
@@ -58,6 +61,10 @@ def _run(argv: list[str]) -> int:
     module_name, fn_name = target.split(":")
     fn = getattr(importlib.import_module(module_name), fn_name)
     config = _CONFIG.value
+    if config is None and name in NO_CONFIG:
+        from ml_collections import ConfigDict
+
+        config = ConfigDict()
     if config is None:
         print(f"int-jax {name}: --config=configs/<file>.py[:arg] is required", file=sys.stderr)
         return 2

@@ -55,3 +55,10 @@ def test_model_config_has_every_preset():
     for name in model.PRESETS:
         cfg = model.get_config(name)
         assert factory.model_config(cfg) == qwen3.preset(name, **factory.execution_overrides(cfg))
+
+
+def test_data_fetch_offline_fails_clearly(tmp_path):
+    r = _int_jax("data", "fetch", "amo_bench", str(tmp_path / "d"))
+    assert r.returncode == 1 and "int-jax data fetch: cannot" in r.stderr, r.stderr[-1500:]
+    r = _int_jax("data", "fetch")
+    assert r.returncode == 2 and "usage: int-jax data fetch NAME DIR" in r.stderr
