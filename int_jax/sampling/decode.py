@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from int_jax.models import sharding as sharding_lib
 from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, KVCache, Qwen3, Qwen3Config
@@ -158,15 +158,26 @@ class DecodeCore:
     # -- sharding ------------------------------------------------------------------
 
     def _replicated(self):
-        return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
+        if self.mesh is None:
+            return SingleDeviceSharding(jax.devices()[0])
+        return NamedSharding(self.mesh, PartitionSpec())
 
     def _named(self, logical_axes, shape):
         spec = sharding_lib.logical_to_spec(logical_axes, self.rules, shape, self.mesh)
         return NamedSharding(self.mesh, spec)
 
     def _decode_state_sharding(self):
+        """Explicit placement of every DecodeState leaf, with or without a mesh.
+
+        Without a mesh the state is still committed to one device (the one the
+        engine puts the weights on): jit keys its cache on committedness, so an
+        uncommitted state from `init` would compile `insert` twice per bucket.
+        """
         if self.mesh is None:
-            return None
+            one = self._replicated()
+            fields = {f.name: one for f in dataclasses.fields(DecodeState)}
+            fields.update(cache=KVCache(k=one, v=one))
+            return DecodeState(**fields)
         c = self.config
         cache_shape = (c.num_layers, self.slots, self.max_len, c.num_kv_heads, c.head_dim)
         cache = self._named(KVCache.LOGICAL_AXES, cache_shape)

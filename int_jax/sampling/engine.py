@@ -3,7 +3,8 @@
 JetStream's Driver owns scheduling (prefill queue, free slots, continuous
 batching); this class owns the device work: bucketed prefill, insert, one
 decode step for all slots, sampling. It follows the 0.2.2 or the 0.3.0
-contract as `jetstream_compat` detects.
+contract as `jetstream_compat` detects (or as `api_version` says: tests drive
+the 0.3.0 contract by hand while PyPI only has 0.2.2).
 
 Side channels JetStream lacks:
 * per-request sampling settings, seed, `max_new_tokens` and a tag come from the
@@ -107,10 +108,16 @@ class Qwen3Engine(engine_api.Engine):
                  pad_id: int = 151643, max_top_k: int = 64, prefix_cache_entries: int = 4,
                  default_sampling: SamplingParams = GREEDY, default_max_new_tokens: int = 256,
                  seed: int = 0, tokenizer=None, tokenizer_path: str = "",
-                 mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES):
+                 mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES,
+                 api_version: tuple[int, int] | None = None):
+        self.api_version = tuple(api_version or compat.API_VERSION)
+        if self.api_version not in ((0, 2), (0, 3)):
+            raise ValueError(f"api_version must be (0, 2) or (0, 3), got {self.api_version}")
+        # 0.3.0: prefill returns the first token, so decode steps emit what they sample.
+        self.prefill_returns_first_token = self.api_version >= (0, 3)
         self.core = decode_lib.DecodeCore(
             model, slots=slots, max_len=max_len, buckets=buckets, cache_dtype=cache_dtype,
-            stop_ids=stop_ids, lagged=not compat.PREFILL_RETURNS_FIRST_TOKEN,
+            stop_ids=stop_ids, lagged=not self.prefill_returns_first_token,
             max_top_k=max_top_k, mesh=mesh, rules=rules)
         self.config = model.config
         self.stop_ids = tuple(int(s) for s in stop_ids)
@@ -195,12 +202,15 @@ class Qwen3Engine(engine_api.Engine):
 
     # -- JetStream Engine API --------------------------------------------------------
 
-    def _spec(self) -> RequestSpec:
+    def _spec(self, samples: int = 1) -> RequestSpec:
+        """The request's settings; unbound requests get defaults and `samples` fresh tags."""
         request = compat.take_bound_request()
         spec = getattr(request, "int_jax_spec", None) if request is not None else None
         if spec is not None:
             return spec
         tag = next(self._tags)
+        for _ in range(samples - 1):  # sample i is tagged tag + i: keep those unique
+            next(self._tags)
         max_new = getattr(request, "max_tokens", 0) or self.default_max_new_tokens
         return RequestSpec(tag=tag, sampling=self.default_sampling, max_new_tokens=int(max_new),
                            key=request_key(self.seed, tag))
@@ -214,12 +224,15 @@ class Qwen3Engine(engine_api.Engine):
         self._prefix_cache.put(key, (kv, logits))
         return (kv, logits), self._prefix_cache.entries > 0
 
-    def _prefill(self, params, padded_tokens, true_length, num_samples: int | None):
+    def _prefill(self, params, padded_tokens, true_length, num_samples: int | None,
+                 want_rows: bool):
         ref = params if isinstance(params, ParamsRef) else None
         state, version = (ref.state, ref.version) if ref else (params, -1)
         padded = np.asarray(padded_tokens, np.int32).reshape(-1)
         length = int(true_length)
-        spec = self._spec()
+        if num_samples is not None and int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        spec = self._spec(1 if num_samples is None else int(num_samples))
         (kv, logits), shared = self._prompt_kv(state, version, padded, length)
         s = spec.sampling
         n = 1 if num_samples is None else int(num_samples)
@@ -239,11 +252,17 @@ class Qwen3Engine(engine_api.Engine):
                 shared_kv=shared or n > 1)
 
         prefixes = [pack(i) for i in range(n)]
-        rows = self._first_rows(prefixes)
+        # 0.2.2 never sees first-token rows: skip their host copy (a sync per prefill).
+        rows = self._first_rows(prefixes) if want_rows else None
         return prefixes, rows
 
     def _first_rows(self, prefixes):
-        """The first generated token of each prefix as step rows (0.3.0 returns these)."""
+        """The first generated token of each prefix as step rows (0.3.0 returns these).
+
+        All n rows form one "slot" (samples_per_slot = n): 0.3.0's detokenizer
+        reads a prefill result at slot 0, so every sample's first token reaches
+        the request's return channel, not only the first sample's.
+        """
         rows = np.zeros((len(prefixes), decode_lib.OUT_WIDTH), np.int32)
         host = jax.device_get([(p.token, p.logprob, p.model_logprob, p.length, p.max_new, p.tag)
                                for p in prefixes])
@@ -254,28 +273,44 @@ class Qwen3Engine(engine_api.Engine):
                        np.float32(mlp).view(np.int32),
                        decode_lib.FINISH_STOP if stop else
                        decode_lib.FINISH_LENGTH if full else decode_lib.FINISH_NONE)
-        return compat.step_rows(rows, self.listener)
+        return compat.step_rows(rows, self.listener, samples_per_slot=len(prefixes))
 
     def prefill(self, *, params, existing_prefix=None, padded_tokens, true_length,
                 sampler=None, request_id=None):
         if existing_prefix is not None:
             raise NotImplementedError("existing_prefix: identical prompts share KV through the "
                                       "engine's prefix cache instead")
-        prefixes, rows = self._prefill(params, padded_tokens, true_length, None)
-        if compat.PREFILL_RETURNS_FIRST_TOKEN:
+        prefixes, rows = self._prefill(params, padded_tokens, true_length, None,
+                                       want_rows=self.prefill_returns_first_token)
+        if self.prefill_returns_first_token:
             return prefixes[0], rows
         return prefixes[0]
 
     def prefill_multisampling(self, *, params, existing_prefix=None, padded_tokens, true_length,
                               sampler=None, rng=None, num_samples: int = 1):
-        prefixes, rows = self._prefill(params, padded_tokens, true_length, num_samples)
-        return prefixes, rows
+        """0.3.0 multi-sampling: one prefill, `num_samples` first tokens, a list of prefixes.
+
+        Each sample gets its own key and tag; `bulk_insert` puts the list into slots.
+        """
+        if not self.prefill_returns_first_token:
+            raise NotImplementedError("prefill_multisampling is JetStream 0.3.0 API; this engine "
+                                      f"follows {self.api_version}")
+        return self._prefill(params, padded_tokens, true_length, num_samples, want_rows=True)
 
     def insert(self, prefix, decode_state, slot: int, request_id=None):
         return self.core.insert(decode_state, prefix, int(slot))
 
     def bulk_insert(self, prefix, decode_state, slots: list[int]):
-        prefixes = prefix if isinstance(prefix, (list, tuple)) else [prefix] * len(slots)
+        """Insert the prefixes of `prefill_multisampling`, one per slot, in order."""
+        prefixes = list(prefix) if isinstance(prefix, (list, tuple)) else [prefix]
+        slots = [int(s) for s in slots]
+        if len(prefixes) != len(slots):
+            # One prefix in several slots would decode the same sample (same first
+            # token, same key) several times: refuse rather than return duplicates.
+            raise ValueError(f"bulk_insert: {len(prefixes)} prefixes for {len(slots)} slots; "
+                             "pass the list prefill_multisampling returned")
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"bulk_insert: repeated slots {slots}")
         for p, slot in zip(prefixes, slots):
             decode_state = self.core.insert(decode_state, p, int(slot))
         return decode_state

@@ -5,7 +5,8 @@ breaks, and what this module does about it:
 
 * API version. 0.3.0's `prefill` returns `(prefix, first tokens)` and adds
   `bulk_insert`, `prefill_multisampling` and chunked-prefill properties;
-  `PREFILL_RETURNS_FIRST_TOKEN` tells the engine which contract to follow.
+  `API_VERSION` tells the engine which contract to follow by default
+  (`Qwen3Engine(api_version=...)` overrides it; tests drive 0.3.0 by hand).
 * 0.2.2's orchestrator calls `jax.tree_map` (removed from JAX) when it frees a
   prefix; the thread would die. `orchestrator.delete_pytree` is replaced by one
   using `jax.tree.map` that also spares KV arrays shared through the prefix cache.
@@ -105,10 +106,10 @@ class StepRows(engine_api.ResultTokens):
         return dataclasses.replace(self, data=host, listener=None)
 
 
-def step_rows(data, listener=None) -> StepRows:
+def step_rows(data, listener=None, samples_per_slot: int = 1) -> StepRows:
     """Rows laid out as decode.OUT_*: token, valid, length, then extras."""
     return StepRows(data=data, tokens_idx=(0, 1), valid_idx=(1, 2), length_idx=(2, 3),
-                    samples_per_slot=1, listener=listener)
+                    samples_per_slot=int(samples_per_slot), listener=listener)
 
 
 # --------------------------------------------------------------------------- request binding
