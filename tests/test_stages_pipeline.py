@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from int_jax.data.records import (Continuation, Intervention, Problem, Proposal, RecordError,
+                                  Rollout, SFTExample, read_records)
 from int_jax.intervention.steps import join_steps, split_steps
 from int_jax.stages import base, demo, reference, reflect, rollout
-from int_jax.stages.base import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,38 +67,47 @@ def test_counts_of_the_scripted_run(scripted_run):
 def test_provenance_of_every_sft_example(scripted_run):
     config, _ = scripted_run
     d = Path(config.run.root) / config.run.name
-    problems = {p["id"]: p for p in read_jsonl(d / "rollout" / "problems.jsonl")}
-    rollouts = {r["id"]: r for r in read_jsonl(d / "rollout" / "rollouts.jsonl")}
-    proposals = {p["id"]: p for p in read_jsonl(d / "propose" / "proposals.jsonl")}
-    interventions = {i["id"]: i for i in read_jsonl(d / "filter" / "interventions.jsonl")}
-    conts = {c["intervention_id"]: c for c in read_jsonl(d / "continue" / "continuations.jsonl")
-             if c["condition"] == "intervention"}
-    sft = read_jsonl(d / "select" / "sft.jsonl")
+    problems = {p.id: p for p in read_records(d / "rollout" / "problems.jsonl", Problem)}
+    rollouts = {r.id: r for r in read_records(d / "rollout" / "rollouts.jsonl", Rollout)}
+    proposals = {p.id: p for p in read_records(d / "propose" / "proposals.jsonl", Proposal)}
+    checks = {p.id: p for p in read_records(d / "filter" / "checks.jsonl", Proposal)}
+    interventions = {i.id: i for i in read_records(d / "filter" / "interventions.jsonl", Intervention)}
+    counted = {i.id: i for i in read_records(d / "select" / "interventions.jsonl", Intervention)}
+    conts = {c.intervention_id: c
+             for c in read_records(d / "continue" / "continuations.jsonl", Continuation)
+             if c.condition == "intervention"}
+    sft = read_records(d / "select" / "sft.jsonl", SFTExample)
     assert len(sft) == 4
-    from int_jax.data.records import SFTExample
-
-    assert [SFTExample.from_dict(ex).id for ex in sft] == [ex["id"] for ex in sft]  # typed record
+    assert counted.keys() == interventions.keys()
     for ex in sft:
-        iv = interventions[ex["intervention_id"]]
-        prop = proposals[ex["proposal_id"]]
-        attempt = rollouts[ex["rollout_id"]]
-        problem = problems[ex["problem_id"]]
-        assert iv["proposal_id"] == prop["id"] and prop["rollout_id"] == attempt["id"]
-        assert attempt["problem_id"] == problem["id"] and not attempt["correct"]
-        assert conts[iv["id"]]["n_correct"] >= 1
+        iv = interventions[ex.intervention_id]
+        prop = proposals[ex.proposal_id]
+        attempt = rollouts[ex.rollout_id]
+        problem = problems[ex.problem_id]
+        assert iv.proposal_id == prop.id and prop.rollout_id == attempt.id
+        assert iv.rollout_id == attempt.id and iv.problem_id == problem.id
+        assert attempt.problem_id == problem.id and not attempt.correct
+        assert conts[iv.id].num_correct >= 1
+        assert (counted[iv.id].continuations, counted[iv.id].correct_continuations) == \
+            (conts[iv.id].m, conts[iv.id].num_correct) == (2, ex.meta["continuations_correct"])
+        # The kept proposal survived the filter and its parse is the intervention.
+        check = checks[prop.id]
+        assert check.rejection is None and check.text == prop.text
+        assert (check.location, check.content.strip()) == (iv.location, iv.content)
         # The prompt is the problem exactly as the rollouts saw it.
-        assert ex["messages"] == [{"role": "user", "content": ex["messages"][0]["content"]}]
-        assert ex["messages"][0]["content"].startswith(problem["problem"])
+        assert ex.messages == [{"role": "user", "content": ex.messages[0]["content"]}]
+        assert ex.messages[0]["content"].startswith(problem.problem)
+        assert ex.messages[0]["content"] in attempt.prompt
         # Segments rebuild the attempt with the wrong step replaced.
-        steps = split_steps(attempt["text"])
-        kinds = [s["kind"] for s in ex["segments"]]
-        texts = {s["kind"]: s["text"] for s in ex["segments"]}
-        loc = iv["location"]
+        steps = split_steps(attempt.completion)
+        kinds = [s.kind for s in ex.segments]
+        texts = {s.kind: s.text for s in ex.segments}
+        loc = iv.location
         assert kinds == (["prefix"] if loc > 1 else []) + ["intervention", "suffix"]
         trained = texts.get("prefix", "") + texts["intervention"]
-        assert trained == join_steps(steps[:loc - 1] + [iv["content"]])
-        assert trained + texts["suffix"] == join_steps(steps[:loc - 1] + [iv["content"]] + steps[loc:])
-        assert problem["answer"] not in texts["intervention"]
+        assert trained == join_steps(steps[:loc - 1] + [iv.content])
+        assert trained + texts["suffix"] == join_steps(steps[:loc - 1] + [iv.content] + steps[loc:])
+        assert problem.answer not in texts["intervention"]
 
 
 def test_sft_examples_encode_with_the_trainer_tokenisation(scripted_run):
@@ -106,8 +116,8 @@ def test_sft_examples_encode_with_the_trainer_tokenisation(scripted_run):
 
     config, _ = scripted_run
     tok = load_tokenizer()
-    for ex in read_jsonl(Path(config.run.root) / config.run.name / "select" / "sft.jsonl"):
-        enc = encode_example(tok, ex["messages"], [(s["kind"], s["text"]) for s in ex["segments"]])
+    for ex in read_records(Path(config.run.root) / config.run.name / "select" / "sft.jsonl", SFTExample):
+        enc = encode_example(tok, ex.messages, [(s.kind, s.text) for s in ex.segments])
         kinds = [s.kind for s in enc.spans]
         assert "suffix" not in kinds and "intervention" in kinds  # suffix not trained by default
 
@@ -136,9 +146,14 @@ def test_baseline_data(scripted_run):
     # The reflect chat holds the reference solution, so the script answers it correctly.
     assert refl["counts"]["reflect"]["rewrites"] == 8 and refl["counts"]["reflect"]["kept"] == 8
     d = Path(config.run.root) / config.run.name
-    for ex in read_jsonl(d / "reflect" / "sft.jsonl"):
-        assert [s["kind"] for s in ex["segments"]] == ["response"]
-        assert ex["rollout_id"] in {r["id"] for r in read_jsonl(d / "rollout" / "rollouts.jsonl")}
+    rollouts = {r.id for r in read_records(d / "rollout" / "rollouts.jsonl", Rollout)}
+    reflections = {r.id: r for r in read_records(d / "reflect" / "reflections.jsonl", Rollout)}
+    for ex in read_records(d / "reflect" / "sft.jsonl", SFTExample):
+        assert [s.kind for s in ex.segments] == ["response"]
+        assert ex.rollout_id in rollouts
+        rewrite = reflections[ex.meta["reflection_id"]]
+        assert rewrite.meta["rollout_id"] == ex.rollout_id and rewrite.correct
+        assert ex.segments[0].text == rewrite.completion
 
 
 def test_a_stage_before_its_input_says_what_to_run(tmp_path):
@@ -154,3 +169,33 @@ def test_bad_problem_file_names_file_and_field(tmp_path):
     Path(config.data.problems).write_text(json.dumps({"id": "a", "problem": "1+1?"}) + "\n")
     with pytest.raises(ValueError, match=r"problems\.jsonl.*1.*answer"):
         rollout.run(config)
+
+
+def test_malformed_line_in_a_stage_input_names_file_line_and_field(tmp_path):
+    config = scripted_config(tmp_path)
+    demo.prepare(config)
+    rollout.run(config)
+    path = base.stage_dir(config, "rollout") / "rollouts.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    bad = json.loads(lines[2])
+    bad["completion_tokens"] = "many"
+    lines[2] = json.dumps(bad) + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    from int_jax.stages import propose
+
+    with pytest.raises(RecordError, match=r"rollouts\.jsonl:3: field 'completion_tokens'"):
+        propose.run(config)
+    assert not base.stage_dir(config, "propose").exists()  # nothing started, nothing half-written
+
+
+def test_chats_over_the_context_limit_are_skipped_and_counted(tmp_path):
+    from int_jax.stages import propose, reflect
+
+    config = scripted_config(tmp_path)
+    config.propose.context_limit = config.reflect.context_limit = 64  # every chat is longer
+    demo.prepare(config)
+    rollout.run(config)
+    counts = propose.run(config)["counts"]["propose"]
+    assert counts == {"attempts": 8, "skipped_context": 8}  # no proposal, no sampler call
+    assert base.stage_dir(config, "propose").joinpath("proposals.jsonl").read_bytes() == b""
+    assert reflect.run(config)["counts"]["reflect"] == {"attempts": 8, "skipped_context": 8}

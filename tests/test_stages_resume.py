@@ -1,18 +1,21 @@
 """Kill-and-resume: a stage SIGKILLed at any point and run again writes exactly what
 an uninterrupted run writes (no record lost, none duplicated)."""
 
+import dataclasses
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from ml_collections import ConfigDict
 
+from int_jax.data.records import Record
 from int_jax.stages import base, continuation, demo, filter as filter_stage, propose, rollout
 from int_jax.stages.base import Item, ItemResult, StageRun
 
@@ -41,23 +44,28 @@ def _cli(stage: str, config: ConfigDict, **overrides) -> list[str]:
     return [INT_JAX, stage, "--config=configs/int.py:tiny"] + [f"--config.{k}={v}" for k, v in flat.items()]
 
 
-def _kill_midway(cmd: list[str], stage_dir: Path, after_commits: int, total: int):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    try:
-        while _ledger_lines(stage_dir) < after_commits:
-            if proc.poll() is not None:
-                raise AssertionError(f"stage exited early ({proc.returncode}): "
-                                     f"{proc.stderr.read().decode()[-2000:]}")
-            assert time.monotonic() < deadline, "no commit within 180 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def _kill_midway(cmd: list[str], stage_dir: Path, after_commits: int, total: int,
+                 env: dict | None = None):
+    """Run `cmd`, SIGKILL it once `after_commits` batches are committed. `env`: extra
+    variables; without it the child sees one CPU device (the scripted sampler needs no more)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **(env if env is not None else {"XLA_FLAGS": ""}))
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child never blocks
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 180
+        try:
+            while _ledger_lines(stage_dir) < after_commits:
+                if proc.poll() is not None:
+                    err.seek(0)
+                    raise AssertionError(f"stage exited early ({proc.returncode}): "
+                                         f"{err.read().decode(errors='replace')[-2000:]}")
+                assert time.monotonic() < deadline, "no commit within 180 s"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     committed = _ledger_lines(stage_dir)
     assert after_commits <= committed < total, "the kill must land mid-stage"
     assert not (stage_dir / base.MANIFEST).exists()
@@ -108,14 +116,26 @@ def test_continue_killed_and_resumed_equals_uninterrupted(tmp_path):
 # -- the recovery mechanism itself, at the byte level -------------------------------
 
 
+@dataclasses.dataclass
+class Seeded(Record):
+    id: str
+    seed: int
+
+
+@dataclasses.dataclass
+class Numbered(Record):
+    id: str
+    j: int
+
+
 def _toy_stage(tmp_path):
     c = ConfigDict(dict(run=dict(root=str(tmp_path), name="toy", progress=False, fsync=False),
                         toy=dict(k=1)))
     return c
 
 
-def _toy_run(config, crash_after=None):
-    stage = StageRun(config, "toy", ("a.jsonl", "b.jsonl"), ("toy",))
+def _toy_run(config, crash_after=None, record=None):
+    stage = StageRun(config, "toy", {"a.jsonl": Seeded, "b.jsonl": Numbered}, ("toy",))
     stage.begin()
     calls = []
 
@@ -123,8 +143,8 @@ def _toy_run(config, crash_after=None):
         calls.append([it.key for it in batch])
         if crash_after is not None and len(calls) > crash_after:
             raise KeyboardInterrupt
-        return [ItemResult({"a.jsonl": [{"id": it.key, "seed": seed}],
-                            "b.jsonl": [{"id": it.key, "j": j} for j in range(int(it.key) % 3)]},
+        return [ItemResult({"a.jsonl": [record or Seeded(it.key, seed)],
+                            "b.jsonl": [Numbered(it.key, j) for j in range(int(it.key) % 3)]},
                            counters={"items": 1}) for it in batch]
 
     stage.run_pass("p", [Item(str(i)) for i in range(10)], process, batch_size=3)
@@ -170,3 +190,10 @@ def test_output_shorter_than_ledger_is_an_error(tmp_path):
     a.write_bytes(a.read_bytes()[:5])
     with pytest.raises(base.StageError, match="changed outside the pipeline"):
         _toy_run(cfg)
+
+
+def test_an_output_holds_only_its_declared_record_type(tmp_path):
+    cfg = _toy_stage(tmp_path)
+    with pytest.raises(base.StageError, match="a.jsonl holds Seeded records, got Numbered"):
+        _toy_run(cfg, record=Numbered("0", 1))
+    assert (base.stage_dir(cfg, "toy") / "a.jsonl").read_bytes() == b""  # nothing committed

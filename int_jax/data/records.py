@@ -1,6 +1,7 @@
 """Typed records that flow between pipeline stages, stored as JSON Lines.
 
-problems -> rollouts -> proposals -> interventions -> SFT examples, and eval samples.
+problems -> rollouts -> proposals -> interventions (+ continuations) -> SFT examples,
+and eval samples.
 Every record carries the ids of what it came from (provenance). Files are append-only:
 ``append_records`` writes each record as one whole line in a single ``write`` and
 fsyncs, so a crash can at worst cut off the last line. ``read_records`` skips such a
@@ -25,6 +26,8 @@ from int_jax.grading.grade import Grade
 R = TypeVar("R", bound="Record")
 
 SEGMENT_KINDS = ("prefix", "intervention", "suffix", "response")
+# What a continuation is conditioned on, after the problem (see stages/continuation.py).
+CONTINUATION_CONDITIONS = ("intervention", "problem", "prefix", "original")
 _GRADES = frozenset(g.value for g in Grade)
 
 
@@ -179,6 +182,10 @@ class Rollout(Record):
     def __post_init__(self) -> None:
         _check_grade(self.grade)
 
+    @property
+    def correct(self) -> bool:
+        return self.grade == Grade.CORRECT.value
+
 
 @dataclasses.dataclass
 class Proposal(Record):
@@ -192,6 +199,8 @@ class Proposal(Record):
     location: int | None = None  # 1-based step number
     content: str | None = None  # the replacement step
     rejection: str | None = None  # why it was dropped (unparsable, out of range, leaky...)
+    completion_tokens: int = 0
+    finish_reason: str = ""  # "stop" | "length" | sampler-specific
     meta: dict = dataclasses.field(default_factory=dict)
 
 
@@ -209,6 +218,48 @@ class Intervention(Record):
     continuations: int = 0
     correct_continuations: int = 0
     meta: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Continuation(Record):
+    """m graded continuations of one intervention's unfinished attempt under one
+    conditioning (the counterfactual check and the controls of the paper's Table 1)."""
+
+    id: str
+    intervention_id: str
+    problem_id: str
+    condition: str  # one of CONTINUATION_CONDITIONS
+    grades: list[str]  # Grade values, one per continuation
+    answers: list[str | None]  # the extracted final answers
+    completion_tokens: list[int]
+    finish_reasons: list[str]
+    texts: list[str] | None = None  # kept only when asked for (large)
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.condition not in CONTINUATION_CONDITIONS:
+            raise RecordError(f"unknown condition {self.condition!r}; expected one of "
+                              f"{CONTINUATION_CONDITIONS}", field="condition")
+        for i, g in enumerate(self.grades):
+            if g not in _GRADES:
+                raise RecordError(f"unknown grade {g!r}; expected one of {sorted(_GRADES)}",
+                                  field=f"grades[{i}]")
+        lists = {"answers": self.answers, "completion_tokens": self.completion_tokens,
+                 "finish_reasons": self.finish_reasons}
+        if self.texts is not None:
+            lists["texts"] = self.texts
+        for name, values in lists.items():
+            if len(values) != len(self.grades):
+                raise RecordError(f"{len(values)} entries for {len(self.grades)} grades",
+                                  field=name)
+
+    @property
+    def m(self) -> int:
+        return len(self.grades)
+
+    @property
+    def num_correct(self) -> int:
+        return sum(g == Grade.CORRECT.value for g in self.grades)
 
 
 @dataclasses.dataclass

@@ -43,3 +43,12 @@ def guided_prefix(steps: Sequence[str], location: int, content: str) -> str:
     if not 1 <= location <= len(steps):
         raise ValueError(f"location {location} outside 1..{len(steps)}")
     return join_steps([*steps[: location - 1], content.strip()])
+
+
+def split_at(steps: Sequence[str], location: int) -> tuple[str, str, str]:
+    """(prefix, step, suffix): the steps before the 1-based `location`, the step
+    there and the steps after it, each joined; the pieces a guided attempt is built
+    from (continuations, SFT segments)."""
+    if not 1 <= location <= len(steps):
+        raise ValueError(f"location {location} outside 1..{len(steps)}")
+    return join_steps(steps[:location - 1]), steps[location - 1], join_steps(steps[location:])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -69,10 +68,9 @@ def load_script(path: str | Path) -> list[dict]:
 
 class ScriptedSampler:
     def __init__(self, rules: list[dict], tokenizer, *, default: str | None = None,
-                 delay_s: float = 0.0, end_id: int = END_OF_TURN_ID):
+                 end_id: int = END_OF_TURN_ID):
         self.tokenizer = tokenizer
         self.default = default
-        self.delay_s = float(delay_s)
         self.end_id = end_id
         self._by_hash = {r["prompt_sha256"]: r for r in rules if "prompt_sha256" in r}
         self._contains = [r for r in rules if "contains" in r]
@@ -115,8 +113,6 @@ class ScriptedSampler:
             raise ValueError(f"n={n} and max_new_tokens={max_new_tokens} must be >= 1")
         result = []
         for ids in prompts:
-            if self.delay_s:
-                time.sleep(self.delay_s)
             outputs = self._outputs(ids)
             result.append([self._completion(outputs[j % len(outputs)], max_new_tokens)
                            for j in range(n)])

@@ -2,7 +2,9 @@
 
 A stage writes under `<root>/<run>/<stage>/`:
 
-* its output files (`*.jsonl`), append-only, one JSON record per line;
+* its output files (`*.jsonl`), append-only, one typed record per line
+  (`int_jax.data.records`; each file holds one record type, declared by the
+  stage, so a reader's error names the file, line and field);
 * `ledger.jsonl`: one line per committed batch, written *after* that batch's
   records, holding the keys it completed, its counters and the byte size of
   every output file at that point;
@@ -28,11 +30,14 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from ml_collections import ConfigDict
 
 from int_jax.config_io import save_config
+from int_jax.data.records import Record, read_records
+
+R = TypeVar("R", bound=Record)
 
 log = logging.getLogger("int_jax.stages")
 
@@ -73,21 +78,6 @@ def stage_dir(config: ConfigDict, stage: str) -> Path:
     return Path(config.run.root) / config.run.name / stage
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Records of a committed output file (complete by construction)."""
-    path = Path(path)
-    out = []
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise StageError(f"{path}:{lineno}: not a JSON record ({e.msg})") from e
-    return out
-
-
 def read_manifest(directory: Path) -> dict | None:
     path = directory / MANIFEST
     if not path.exists():
@@ -107,11 +97,16 @@ def require(config: ConfigDict, stage: str) -> Path:
     return directory
 
 
+def read_stage(config: ConfigDict, stage: str, name: str, cls: type[R]) -> list[R]:
+    """The `cls` records of output `name` of the finished stage `stage`."""
+    return read_records(require(config, stage) / name, cls)
+
+
 @dataclasses.dataclass
 class ItemResult:
     """What one work item produced: records per output file, counters, tokens sampled."""
 
-    records: dict[str, list[dict]] = dataclasses.field(default_factory=dict)
+    records: dict[str, list[Record]] = dataclasses.field(default_factory=dict)
     counters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     tokens: int = 0
 
@@ -137,19 +132,20 @@ def _append(path: Path, lines: Sequence[str], sync: bool) -> None:
         os.close(fd)
 
 
-def _dump(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+def _dump(entry: dict) -> str:
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 class StageRun:
-    """One stage's folder. Use: `begin()`, `run_pass(...)` one or more times, `finish()`."""
+    """One stage's folder. Use: `finished()`, `begin()`, `run_pass(...)` one or more
+    times, `finish()`. `outputs` maps each output file to its record type."""
 
-    def __init__(self, config: ConfigDict, stage: str, outputs: Sequence[str],
+    def __init__(self, config: ConfigDict, stage: str, outputs: Mapping[str, type[Record]],
                  sections: Sequence[str]):
         self.config = config
         self.stage = stage
         self.dir = stage_dir(config, stage)
-        self.outputs = tuple(outputs)
+        self.outputs = dict(outputs)
         self.fingerprint = fingerprint(config, sections)
         self.progress = bool(config.run.get("progress", True))
         self.sync = bool(config.run.get("fsync", True))
@@ -160,16 +156,24 @@ class StageRun:
     def path(self, output: str) -> Path:
         return self.dir / output
 
+    def read(self, output: str) -> list[Record]:
+        """The committed records of one of this stage's outputs (e.g. an earlier pass's)."""
+        return read_records(self.path(output), self.outputs[output])
+
     # -- start / recovery -------------------------------------------------
 
     def finished(self) -> dict | None:
-        """The manifest when the stage already finished with this config."""
+        """The manifest when the stage already finished with this config (then there is
+        nothing to do); None when it has to run."""
         manifest = read_manifest(self.dir)
-        if manifest is not None and manifest.get("fingerprint") != self.fingerprint:
+        if manifest is None:
+            return None
+        if manifest.get("fingerprint") != self.fingerprint:
             raise StageError(
                 f"{self.dir}: stage {self.stage!r} finished with a different config "
                 f"(fingerprint {manifest.get('fingerprint')} != {self.fingerprint}); "
                 "use another run name (--config.run.name=...) or delete that folder")
+        print(f"[{self.stage}] already complete: {self.dir}")
         return manifest
 
     def begin(self) -> None:
@@ -235,9 +239,14 @@ class StageRun:
         for result in results:
             counters.update(result.counters)
             for name, records in result.records.items():
-                if name not in self.outputs:
+                cls = self.outputs.get(name)
+                if cls is None:
                     raise StageError(f"stage {self.stage!r} wrote to undeclared output {name!r}")
-                lines[name].extend(_dump(r) for r in records)
+                for record in records:
+                    if type(record) is not cls:
+                        raise StageError(f"stage {self.stage!r}: {name} holds {cls.__name__} "
+                                         f"records, got {type(record).__name__}")
+                    lines[name].append(record.to_json() + "\n")
         for name in self.outputs:
             _append(self.path(name), lines.get(name, []), self.sync)
         sizes = {name: self.path(name).stat().st_size for name in self.outputs}
@@ -319,5 +328,14 @@ class StageRun:
         return manifest
 
 
-def items_from(records: Iterable[dict], key: str = "id") -> list[Item]:
-    return [Item(str(r[key]), r) for r in records]
+def command(stage: str, run: Callable[[ConfigDict], Any]) -> Callable[[ConfigDict, list[str]], int]:
+    """The `int-jax <stage>` entry point (see int_jax/cli.py) of a stage's `run`."""
+
+    def main(config: ConfigDict, args: list[str]) -> int:
+        if args:
+            raise SystemExit(f"int-jax {stage} takes no positional arguments, got {args}")
+        run(config)
+        return 0
+
+    main.__doc__ = f"`int-jax {stage}`: {run.__module__}.run(config)."
+    return main

@@ -12,77 +12,68 @@ The unfinished answer ends with `continuation.separator` (a blank line), so the
 model starts the next step. A continuation is graded as the full answer
 (unfinished part + continuation), since its final `\\boxed{}` may sit in either.
 
-Output: `continuations.jsonl`, one record per (intervention, condition).
+Output: `continuations.jsonl`, one `Continuation` per (intervention, condition).
 """
 
 from __future__ import annotations
 
 from ml_collections import ConfigDict
 
+from int_jax.data.records import CONTINUATION_CONDITIONS as CONDITIONS
+from int_jax.data.records import Continuation, Problem
 from int_jax.intervention.steps import join_steps
-from int_jax.stages import rollout
-from int_jax.stages.base import Item, ItemResult, StageRun, read_jsonl, require
+from int_jax.stages import filter as filter_stage
+from int_jax.stages.base import Item, ItemResult, StageRun, command
 from int_jax.stages.common import Context, context
 
 STAGE = "continue"
 SECTIONS = ("model", "prompts", "sampler", "grading", "continuation", "seed")
-CONDITIONS = ("intervention", "problem", "prefix", "original")
+OUTPUTS = {"continuations.jsonl": Continuation}
 
 
-def unfinished_answer(intervention: dict, condition: str, separator: str) -> str:
+def unfinished_answer(guided: filter_stage.GuidedAttempt, condition: str, separator: str) -> str:
     """The assistant text each condition continues from ('' for the problem alone)."""
-    prefix = intervention["prefix"]
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
     if condition == "problem":
         return ""
-    if condition == "prefix":
-        parts = [prefix] if prefix else []
-    elif condition == "original":
-        parts = [prefix, intervention["original_step"]] if prefix else [intervention["original_step"]]
-    elif condition == "intervention":
-        parts = [prefix, intervention["content"]] if prefix else [intervention["content"]]
-    else:
-        raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
+    step = {"prefix": [], "original": [guided.original_step],
+            "intervention": [guided.intervention.content]}[condition]
+    parts = ([guided.prefix] if guided.prefix else []) + step
     return join_steps(parts) + separator if parts else ""
 
 
-def _process(ctx: Context, problems: dict, batch: list[Item], seed: int) -> list[ItemResult]:
-    cfg = ctx.config.continuation
+def _process(ctx: Context, cfg: ConfigDict, problems: dict[str, Problem], batch: list[Item],
+             seed: int) -> list[ItemResult]:
     m, conditions, sep = int(cfg.m), tuple(cfg.conditions), str(cfg.separator)
     prompts, heads, golds = [], [], []
     for it in batch:
-        problem = problems[it.payload["problem_id"]]
-        chat = ctx.prompts.problem_chat(problem["problem"])
+        problem = problems[it.payload.intervention.problem_id]
+        chat = ctx.prompts.problem_chat(problem.problem)
         for cond in conditions:
             head = unfinished_answer(it.payload, cond, sep)
             prompts.append(ctx.encode(chat, head))
             heads.append(head)
-            golds.append(problem["answer"])
-    completions = ctx.sample(prompts, m, cfg, seed)
-    texts = [heads[i] + c.text for i, cs in enumerate(completions) for c in cs]
-    grades = ctx.grade(texts, [g for g in golds for _ in range(m)])
+            golds.append(problem.answer)
+    samples = ctx.sample_graded(prompts, golds, m, cfg, seed, heads=heads)
     results = []
     for b, it in enumerate(batch):
+        iv = it.payload.intervention
         r = ItemResult()
         records = []
         for ci, cond in enumerate(conditions):
-            p = b * len(conditions) + ci
-            cs = completions[p]
-            gs = grades[p * m:(p + 1) * m]
-            rec = {
-                "id": f"{it.key}/{cond}", "intervention_id": it.key,
-                "problem_id": it.payload["problem_id"], "condition": cond, "m": m,
-                "n_correct": sum(g["correct"] for g in gs),
-                "grades": [g["grade"] for g in gs], "answers": [g["answer"] for g in gs],
-                "num_tokens": [len(c.tokens) for c in cs],
-                "finish_reasons": [c.finish_reason for c in cs],
-            }
-            if cfg.save_texts:
-                rec["texts"] = [c.text for c in cs]
+            graded = samples[b * len(conditions) + ci]
+            rec = Continuation(
+                id=f"{iv.id}/{cond}", intervention_id=iv.id, problem_id=iv.problem_id,
+                condition=cond, grades=[g.grade for g in graded], answers=[g.answer for g in graded],
+                completion_tokens=[len(g.completion.tokens) for g in graded],
+                finish_reasons=[g.completion.finish_reason for g in graded],
+                texts=[g.completion.text for g in graded] if cfg.save_texts else None)
             records.append(rec)
-            r.tokens += sum(len(c.tokens) for c in cs)
+            r.tokens += sum(rec.completion_tokens)
             r.counters[f"{cond}_continuations"] += m
-            r.counters[f"{cond}_correct"] += rec["n_correct"]
-            r.counters[f"{cond}_covered"] += int(rec["n_correct"] > 0)
+            r.counters[f"{cond}_correct"] += rec.num_correct
+            r.counters[f"{cond}_covered"] += int(rec.num_correct > 0)
         r.counters["interventions"] += 1
         r.records = {"continuations.jsonl": records}
         results.append(r)
@@ -96,22 +87,16 @@ def run(config: ConfigDict, ctx: Context | None = None) -> dict:
     if "intervention" not in config.continuation.conditions:
         raise ValueError("config.continuation.conditions must include 'intervention' "
                          "(select keeps interventions by it)")
-    stage = StageRun(config, STAGE, ("continuations.jsonl",), SECTIONS)
-    manifest = stage.finished()
-    if manifest is not None:
-        print(f"[{STAGE}] already complete: {stage.dir}")
+    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
+    if (manifest := stage.finished()) is not None:
         return manifest
-    problems, _ = rollout.load_outputs(config)
-    interventions = read_jsonl(require(config, "filter") / "interventions.jsonl")
+    problems, guided = filter_stage.load_interventions(config)
     stage.begin()
     with context(config, ctx) as ctx:
-        items = [Item(i["id"], i) for i in interventions]
-        stage.run_pass("continue", items, lambda batch, seed: _process(ctx, problems, batch, seed),
+        stage.run_pass("continue", [Item(g.intervention.id, g) for g in guided],
+                       lambda batch, seed: _process(ctx, config.continuation, problems, batch, seed),
                        config.continuation.batch_size, seed=config.seed)
     return stage.finish()
 
 
-def main(config: ConfigDict, args: list[str]) -> int:
-    del args
-    run(config)
-    return 0
+main = command(STAGE, run)

@@ -22,6 +22,7 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 from int_jax.stages import continuation, filter as filter_stage, propose, rollout, select, stats
+from int_jax.stages.base import command
 from int_jax.stages.common import context
 
 PROBLEMS = [
@@ -129,7 +130,4 @@ def run(config: ConfigDict) -> dict:
     return report
 
 
-def main(config: ConfigDict, args: list[str]) -> int:
-    del args
-    run(config)
-    return 0
+main = command("demo", run)

@@ -1,64 +1,61 @@
 """`int-jax filter`: parse each proposal, drop the bad ones, keep the first survivor
 per failed attempt.
 
-Outputs: `checks.jsonl` (one verdict per proposal, the reason when rejected, the
-repairs its parse needed) and `interventions.jsonl` (at most one per attempt,
-with the split attempt's prefix, original step and suffix, for the next stages).
+Outputs: `checks.jsonl` (every `Proposal` again, now with its parsed location and
+content, the rejection reason or None when it survived, and in `meta` the
+repairs its parse needed) and `interventions.jsonl` (at most one `Intervention`
+per attempt; its guided prefix is rebuilt from the attempt by `location`).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 from ml_collections import ConfigDict
 
+from int_jax.data.records import Intervention, Problem, Proposal, Rollout
 from int_jax.intervention import filters
 from int_jax.intervention.parse import parse_intervention
-from int_jax.intervention.steps import join_steps, split_steps
+from int_jax.intervention.steps import split_at, split_steps
 from int_jax.stages import rollout
-from int_jax.stages.base import Item, ItemResult, StageRun, read_jsonl, require
+from int_jax.stages.base import (Item, ItemResult, StageError, StageRun, command, read_stage,
+                                 stage_dir)
 
 STAGE = "filter"
 SECTIONS = ("filter",)
+OUTPUTS = {"checks.jsonl": Proposal, "interventions.jsonl": Intervention}
 
 
 def intervention_id(rollout_id: str) -> str:
     return f"{rollout_id}/i"
 
 
-def check_attempt(config: ConfigDict, attempt: dict, gold: str, proposals: list[dict]) -> ItemResult:
-    cfg = config.filter
-    steps = split_steps(attempt["text"])
+def check_attempt(cfg: ConfigDict, attempt: Rollout, gold: str, proposals: list[Proposal]) -> ItemResult:
+    """Verdicts on one attempt's proposals, and its intervention (the first survivor)."""
+    num_steps = len(split_steps(attempt.completion))
     result = ItemResult()
-    checks, verdicts = [], []
-    chosen = None
-    for prop in sorted(proposals, key=lambda p: p["index"]):
-        parsed = parse_intervention(prop["text"], max_block_chars=int(cfg.max_block_chars),
+    checks = []
+    for prop in sorted(proposals, key=lambda p: p.index):
+        parsed = parse_intervention(prop.text, max_block_chars=int(cfg.max_block_chars),
                                     time_limit_s=float(cfg.parse_time_limit_s))
-        reason = filters.rejection(parsed, len(steps), gold, int(cfg.max_content_chars))
-        checks.append({"id": prop["id"], "rollout_id": attempt["id"], "reason": reason,
-                       "location": parsed.location, "repairs": list(parsed.repairs),
-                       "detail": parsed.detail})
-        verdicts.append(filters.Verdict(prop["index"], reason))
+        reason = filters.rejection(parsed, num_steps, gold, int(cfg.max_content_chars))
+        checks.append(dataclasses.replace(
+            prop, location=parsed.location, content=parsed.content, rejection=reason,
+            meta={**prop.meta, "repairs": list(parsed.repairs), "detail": parsed.detail}))
         result.counters["proposals"] += 1
         if parsed.ok:
             result.counters["parsed"] += 1
             result.counters["parsed_strict" if not parsed.repairs else "parsed_repaired"] += 1
         result.counters[f"rejected_{reason}" if reason else "survived"] += 1
-        if reason is None and chosen is None:
-            chosen = (prop, parsed)
-    assert (chosen[0]["index"] if chosen else None) == filters.first_survivor(verdicts)
+    kept = filters.first_survivor(filters.Verdict(c.index, c.rejection) for c in checks)
     interventions = []
-    if chosen is not None:
-        prop, parsed = chosen
-        loc = parsed.location
-        interventions.append({
-            "id": intervention_id(attempt["id"]), "problem_id": attempt["problem_id"],
-            "rollout_id": attempt["id"], "proposal_id": prop["id"], "location": loc,
-            "content": parsed.content.strip(), "n_steps": len(steps),
-            "prefix": join_steps(steps[:loc - 1]), "original_step": steps[loc - 1],
-            "suffix": join_steps(steps[loc:]),
-        })
+    if kept is not None:
+        chosen = next(c for c in checks if c.index == kept)
+        interventions.append(Intervention(
+            id=intervention_id(attempt.id), problem_id=attempt.problem_id, rollout_id=attempt.id,
+            proposal_id=chosen.id, location=chosen.location, content=chosen.content.strip(),
+            num_steps=num_steps))
         result.counters["kept"] += 1
     else:
         result.counters["attempts_without_survivor"] += 1
@@ -69,30 +66,58 @@ def check_attempt(config: ConfigDict, attempt: dict, gold: str, proposals: list[
 
 def run(config: ConfigDict, ctx=None) -> dict:
     del ctx  # parsing needs no model
-    stage = StageRun(config, STAGE, ("checks.jsonl", "interventions.jsonl"), SECTIONS)
-    manifest = stage.finished()
-    if manifest is not None:
-        print(f"[{STAGE}] already complete: {stage.dir}")
+    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
+    if (manifest := stage.finished()) is not None:
         return manifest
     problems, rollouts = rollout.load_outputs(config)
-    proposals = read_jsonl(require(config, "propose") / "proposals.jsonl")
+    proposals = read_stage(config, "propose", "proposals.jsonl", Proposal)
     stage.begin()
     by_attempt = collections.defaultdict(list)
     for p in proposals:
-        by_attempt[p["rollout_id"]].append(p)
-    attempts = {r["id"]: r for r in rollouts}
+        by_attempt[p.rollout_id].append(p)
+    attempts = {r.id: r for r in rollouts}
+    unknown = sorted(set(by_attempt) - set(attempts))
+    if unknown:
+        raise StageError(f"{stage_dir(config, 'propose') / 'proposals.jsonl'}: proposals for "
+                         f"attempts the rollout stage did not write, e.g. {unknown[0]!r}")
     items = [Item(rid, (attempts[rid], props)) for rid, props in by_attempt.items()]
 
     def process(batch, seed):
         del seed
-        return [check_attempt(config, a, problems[a["problem_id"]]["answer"], props)
+        return [check_attempt(config.filter, a, problems[a.problem_id].answer, props)
                 for a, props in (it.payload for it in batch)]
 
     stage.run_pass("filter", items, process, batch_size=64)
     return stage.finish()
 
 
-def main(config: ConfigDict, args: list[str]) -> int:
-    del args
-    run(config)
-    return 0
+main = command(STAGE, run)
+
+
+# -- what later stages read -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidedAttempt:
+    """An intervention with the pieces of its attempt around the step it replaces."""
+
+    intervention: Intervention
+    prefix: str  # the steps before the wrong one, joined ('' when it is step 1)
+    original_step: str
+    suffix: str  # the steps after it, joined
+
+
+def load_interventions(config: ConfigDict) -> tuple[dict[str, Problem], list[GuidedAttempt]]:
+    """(problems by id, the finished filter stage's interventions in order)."""
+    problems, rollouts = rollout.load_outputs(config)
+    attempts = {r.id: r for r in rollouts}
+    path = stage_dir(config, STAGE) / "interventions.jsonl"
+    out = []
+    for iv in read_stage(config, STAGE, "interventions.jsonl", Intervention):
+        attempt = attempts.get(iv.rollout_id)
+        steps = split_steps(attempt.completion) if attempt else []
+        if len(steps) != iv.num_steps:
+            raise StageError(f"{path}: intervention {iv.id!r} was made for an attempt of "
+                             f"{iv.num_steps} steps that the rollout stage no longer holds")
+        out.append(GuidedAttempt(iv, *split_at(steps, iv.location)))
+    return problems, out

@@ -1,89 +1,90 @@
 """`int-jax select`: keep interventions whose guided prefix led to >= 1 correct
 continuation (`select.require_correct`; off for the ablation), and write the SFT set.
 
-Each SFT example: `messages` = the problem exactly as the rollouts saw it;
+Each `SFTExample`: `messages` = the problem exactly as the rollouts saw it;
 `segments` = `prefix` (steps before the wrong one), `intervention`, and the
 original `suffix` (kept for the suffix-cloning ablation; weight 0 by default,
 see `int_jax.data.tokenize.DEFAULT_WEIGHTS`). Segments concatenate to the
 guided attempt; no end-of-turn follows the intervention. Provenance ids point
 back to the problem, rollout, proposal and intervention.
+
+Outputs: `sft.jsonl`, and `interventions.jsonl` (every intervention again, with
+its continuation counts filled in).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from ml_collections import ConfigDict
 
+from int_jax.data.records import Continuation, Intervention, Problem, Segment, SFTExample
 from int_jax.intervention.steps import STEP_SEPARATOR
-from int_jax.stages import rollout
-from int_jax.stages.base import Item, ItemResult, StageRun, read_jsonl, require
+from int_jax.stages import filter as filter_stage
+from int_jax.stages.base import Item, ItemResult, StageRun, command, read_stage
 from int_jax.stages.common import Context, context
 
 STAGE = "select"
 SECTIONS = ("prompts", "select")
+OUTPUTS = {"sft.jsonl": SFTExample, "interventions.jsonl": Intervention}
 
 
-def sft_segments(intervention: dict, include_suffix: bool) -> list[dict]:
+def sft_segments(guided: filter_stage.GuidedAttempt, include_suffix: bool) -> list[Segment]:
     segments = []
-    if intervention["prefix"]:
-        segments.append({"kind": "prefix", "text": intervention["prefix"] + STEP_SEPARATOR})
-    segments.append({"kind": "intervention", "text": intervention["content"]})
-    if include_suffix and intervention["suffix"]:
-        segments.append({"kind": "suffix", "text": STEP_SEPARATOR + intervention["suffix"]})
+    if guided.prefix:
+        segments.append(Segment("prefix", guided.prefix + STEP_SEPARATOR))
+    segments.append(Segment("intervention", guided.intervention.content))
+    if include_suffix and guided.suffix:
+        segments.append(Segment("suffix", STEP_SEPARATOR + guided.suffix))
     return segments
 
 
-def _process(ctx: Context, problems: dict, continuations: dict, batch: list[Item]):
-    cfg = ctx.config.select
+def _process(ctx: Context, cfg: ConfigDict, problems: dict[str, Problem],
+             continuations: dict[str, Continuation], batch: list[Item]) -> list[ItemResult]:
     results = []
     for it in batch:
-        iv = it.payload
+        guided: filter_stage.GuidedAttempt = it.payload
+        iv = guided.intervention
         r = ItemResult()
         r.counters["interventions"] += 1
-        cont = continuations.get(iv["id"])
+        cont = continuations.get(iv.id)
         if cont is None:
             r.counters["missing_continuations"] += 1
-        n_correct = cont["n_correct"] if cont else 0
+        m, n_correct = (cont.m, cont.num_correct) if cont else (0, 0)
+        r.records["interventions.jsonl"] = [
+            dataclasses.replace(iv, continuations=m, correct_continuations=n_correct)]
         if cfg.require_correct and n_correct < 1:
             r.counters["dropped_no_correct"] += 1
             results.append(r)
             continue
-        problem = problems[iv["problem_id"]]
-        example = {
-            "id": f"{iv['id']}/sft", "messages": ctx.prompts.problem_chat(problem["problem"]),
-            "segments": sft_segments(iv, bool(cfg.include_suffix)),
-            "problem_id": iv["problem_id"], "rollout_id": iv["rollout_id"],
-            "proposal_id": iv["proposal_id"], "intervention_id": iv["id"],
-            "meta": {"location": iv["location"], "continuations_correct": n_correct,
-                     "continuations": cont["m"] if cont else 0},
-        }
-        r.records = {"sft.jsonl": [example]}
+        r.records["sft.jsonl"] = [SFTExample(
+            id=f"{iv.id}/sft", problem_id=iv.problem_id,
+            messages=ctx.prompts.problem_chat(problems[iv.problem_id].problem),
+            segments=sft_segments(guided, bool(cfg.include_suffix)),
+            intervention_id=iv.id, rollout_id=iv.rollout_id, proposal_id=iv.proposal_id,
+            meta={"location": iv.location, "continuations_correct": n_correct,
+                  "continuations": m})]
         r.counters["kept"] += 1
         results.append(r)
     return results
 
 
 def run(config: ConfigDict, ctx: Context | None = None) -> dict:
-    stage = StageRun(config, STAGE, ("sft.jsonl",), SECTIONS)
-    manifest = stage.finished()
-    if manifest is not None:
-        print(f"[{STAGE}] already complete: {stage.dir}")
+    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
+    if (manifest := stage.finished()) is not None:
         return manifest
-    problems, _ = rollout.load_outputs(config)
-    interventions = read_jsonl(require(config, "filter") / "interventions.jsonl")
-    continuations = {c["intervention_id"]: c
-                     for c in read_jsonl(require(config, "continue") / "continuations.jsonl")
-                     if c["condition"] == "intervention"}
+    problems, guided = filter_stage.load_interventions(config)
+    continuations = {c.intervention_id: c
+                     for c in read_stage(config, "continue", "continuations.jsonl", Continuation)
+                     if c.condition == "intervention"}
     stage.begin()
     with context(config, ctx) as ctx:
-        items = [Item(i["id"], i) for i in interventions]
-        stage.run_pass("select", items,
-                       lambda batch, seed: _process(ctx, problems, continuations, batch), batch_size=256)
+        stage.run_pass("select", [Item(g.intervention.id, g) for g in guided],
+                       lambda batch, seed: _process(ctx, config.select, problems, continuations, batch),
+                       batch_size=256)
     manifest = stage.finish()
     print(f"[{STAGE}] SFT set: {stage.path('sft.jsonl')}")
     return manifest
 
 
-def main(config: ConfigDict, args: list[str]) -> int:
-    del args
-    run(config)
-    return 0
+main = command(STAGE, run)

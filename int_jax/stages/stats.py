@@ -19,7 +19,8 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 from int_jax.config_io import save_config
-from int_jax.stages.base import read_jsonl, read_manifest, stage_dir
+from int_jax.data.records import Continuation, SFTExample, read_records
+from int_jax.stages.base import command, read_manifest, stage_dir
 
 STAGE = "stats"
 CONDITION_LABELS = {
@@ -34,7 +35,15 @@ def _counts(manifest: dict | None, pass_name: str) -> dict:
     return (manifest or {}).get("counts", {}).get(pass_name, {})
 
 
-def pipeline_counts(config: ConfigDict) -> dict:
+def _continuations(config: ConfigDict) -> list[Continuation] | None:
+    """The continue stage's records; None when it has not finished."""
+    directory = stage_dir(config, "continue")
+    if read_manifest(directory) is None:
+        return None
+    return read_records(directory / "continuations.jsonl", Continuation)
+
+
+def pipeline_counts(config: ConfigDict, continuations: list[Continuation] | None) -> dict:
     """The funnel: attempts -> failures -> proposals -> parsed -> kept -> verified -> SFT."""
     m = {s: read_manifest(stage_dir(config, s)) for s in ("rollout", "propose", "filter", "continue", "select")}
     roll, guided, prop = _counts(m["rollout"], "rollout"), _counts(m["propose"], "guided"), \
@@ -61,24 +70,24 @@ def pipeline_counts(config: ConfigDict) -> dict:
         "rejected": {k[len("rejected_"):]: v for k, v in sorted(filt.items()) if k.startswith("rejected_")},
         "leaky": filt.get("rejected_leaky", 0),
         "kept_interventions": filt.get("kept", 0),
-        "with_correct_continuation": None,
+        "with_correct_continuation": None if continuations is None else sum(
+            c.num_correct > 0 for c in continuations if c.condition == "intervention"),
         "sft_examples": sel.get("kept", 0),
         "problems_covered": None,
     }
     if m["select"] is not None:
-        sft = read_jsonl(stage_dir(config, "select") / "sft.jsonl")
-        out["problems_covered"] = len({e["problem_id"] for e in sft})
+        sft = read_records(stage_dir(config, "select") / "sft.jsonl", SFTExample)
+        out["problems_covered"] = len({e.problem_id for e in sft})
     return out
 
 
-def table1(config: ConfigDict) -> dict | None:
+def table1(continuations: list[Continuation] | None) -> dict | None:
     """Rows by condition; None when the continue stage has not finished."""
-    if read_manifest(stage_dir(config, "continue")) is None:
+    if continuations is None:
         return None
-    rows = read_jsonl(stage_dir(config, "continue") / "continuations.jsonl")
     by_cond = collections.defaultdict(list)
-    for r in rows:
-        by_cond[r["condition"]].append(r)
+    for r in continuations:
+        by_cond[r.condition].append(r)
     table = {}
     for cond in CONDITION_LABELS:
         rs = by_cond.get(cond, [])
@@ -86,15 +95,16 @@ def table1(config: ConfigDict) -> dict | None:
             continue
         problems = collections.defaultdict(int)
         for r in rs:
-            problems[r["problem_id"]] += r["n_correct"]
-        total = sum(r["m"] for r in rs)
+            problems[r.problem_id] += r.num_correct
+        total = sum(r.m for r in rs)
+        correct = sum(r.num_correct for r in rs)
         table[cond] = {
             "conditioned_on": CONDITION_LABELS[cond],
             "interventions": len(rs),
             "continuations": total,
-            "correct": sum(r["n_correct"] for r in rs),
-            "accuracy": sum(r["n_correct"] for r in rs) / total if total else 0.0,
-            "coverage_interventions": sum(r["n_correct"] > 0 for r in rs) / len(rs),
+            "correct": correct,
+            "accuracy": correct / total if total else 0.0,
+            "coverage_interventions": sum(r.num_correct > 0 for r in rs) / len(rs),
             "problems": len(problems),
             "coverage_problems": sum(v > 0 for v in problems.values()) / len(problems),
         }
@@ -132,12 +142,9 @@ def _write(path: Path, text: str) -> None:
 
 
 def run(config: ConfigDict) -> dict:
-    counts = pipeline_counts(config)
-    ivs = stage_dir(config, "continue") / "continuations.jsonl"
-    if read_manifest(stage_dir(config, "continue")) is not None:
-        counts["with_correct_continuation"] = sum(
-            r["n_correct"] > 0 for r in read_jsonl(ivs) if r["condition"] == "intervention")
-    table = table1(config)
+    continuations = _continuations(config)
+    counts = pipeline_counts(config, continuations)
+    table = table1(continuations)
     out_dir = stage_dir(config, STAGE)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir)
@@ -150,7 +157,4 @@ def run(config: ConfigDict) -> dict:
     return report
 
 
-def main(config: ConfigDict, args: list[str]) -> int:
-    del args
-    run(config)
-    return 0
+main = command(STAGE, run)
