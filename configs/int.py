@@ -40,7 +40,7 @@ def get_config(arg: str = "paper") -> ConfigDict:
         kind="jetstream",  # jetstream | scripted
         script="",  # scripted: JSONL rules (see int_jax/sampling/scripted.py)
         default=None,  # scripted: output for prompts no rule matches (None = error)
-        delay_s=0.0,  # scripted: sleep per prompt (kill-and-resume tests)
+        delay_s=0.0,  # sleep per prompt before sampling (a throttle for kill-and-resume tests)
         # jetstream: the engine (see int_jax/sampling/rollout.py JetStreamSampler.from_config).
         slots=8 if tiny else 256,  # concurrent decode slots
         max_len=1024 if tiny else 49152,  # KV-cache rows per slot: prompt + new tokens

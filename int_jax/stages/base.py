@@ -230,9 +230,6 @@ class StageRun:
 
     # -- work -------------------------------------------------------------
 
-    def done(self, pass_name: str) -> set[str]:
-        return self._done[pass_name]
-
     def _commit(self, pass_name: str, keys: list[str], results: list[ItemResult]) -> None:
         counters: collections.Counter = collections.Counter()
         lines: dict[str, list[str]] = collections.defaultdict(list)
@@ -294,14 +291,6 @@ class StageRun:
         log.info("%s:%s counters %s", self.stage, pass_name, dict(self._counters[pass_name]))
 
     # -- end --------------------------------------------------------------
-
-    def counters(self, pass_name: str | None = None) -> collections.Counter:
-        if pass_name is not None:
-            return collections.Counter(self._counters[pass_name])
-        total: collections.Counter = collections.Counter()
-        for c in self._counters.values():
-            total.update(c)
-        return total
 
     def finish(self, extra: Mapping[str, Any] | None = None) -> dict:
         outputs = {}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
+from int_jax.intervention.parse import parse_intervention
 from int_jax.stages import continuation, filter as filter_stage, propose, rollout, select, stats
 from int_jax.stages.base import command
 from int_jax.stages.common import context
@@ -83,8 +84,7 @@ def script_rules(problems=PROBLEMS) -> list[dict]:
     """`contains` rules, most specific first (see int_jax/sampling/scripted.py)."""
     rules = []
     for pid, outputs in _CONTINUATIONS.items():  # the intervention's text is only in its continuation
-        content = json.loads(_PROPOSALS[pid][1].split("<intervention>")[1].split("</intervention>")[0]
-                             .replace("'", '"').replace(",}", "}"))["content"]
+        content = parse_intervention(_PROPOSALS[pid][1]).content  # the kept (second) proposal
         rules.append({"contains": content, "outputs": outputs})
     for p in problems:
         first_step = _ATTEMPTS[p["id"]].split("\n\n")[0]
