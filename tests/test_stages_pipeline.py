@@ -186,6 +186,11 @@ def test_malformed_line_in_a_stage_input_names_file_line_and_field(tmp_path):
     with pytest.raises(RecordError, match=r"rollouts\.jsonl:3: field 'completion_tokens'"):
         propose.run(config)
     assert not base.stage_dir(config, "propose").exists()  # nothing started, nothing half-written
+    # A cut-off last line would be skipped by a plain reader; a stage input is checked
+    # against its manifest instead, so no attempt goes missing silently.
+    path.write_text("".join(lines[:2]) + lines[-1][:40], encoding="utf-8")
+    with pytest.raises(base.StageError, match=r"rollouts\.jsonl: 2 records .* finished with 10"):
+        propose.run(config)
 
 
 def test_chats_over_the_context_limit_are_skipped_and_counted(tmp_path):

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
@@ -98,8 +99,24 @@ def require(config: ConfigDict, stage: str) -> Path:
 
 
 def read_stage(config: ConfigDict, stage: str, name: str, cls: type[R]) -> list[R]:
-    """The `cls` records of output `name` of the finished stage `stage`."""
-    return read_records(require(config, stage) / name, cls)
+    """The `cls` records of output `name` of the finished stage `stage`.
+
+    A malformed line is the records module's error (file, line, field); a file whose
+    record count or size no longer matches the stage's manifest (cut short, appended
+    to) is an error too, so no stage reads silently lost or foreign records.
+    """
+    directory = require(config, stage)
+    path = directory / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a cut-off last line is reported below
+        records = read_records(path, cls)
+    want = (read_manifest(directory) or {}).get("outputs", {}).get(name)
+    size = path.stat().st_size
+    if want is not None and (len(records), size) != (want["records"], want["bytes"]):
+        raise StageError(f"{path}: {len(records)} records in {size} bytes, but stage {stage!r} "
+                         f"finished with {want['records']} in {want['bytes']}; the file was "
+                         "changed afterwards: restore it or rerun that stage")
+    return records
 
 
 @dataclasses.dataclass
