@@ -30,12 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, SingleDeviceSharding
 
 from int_jax.models import sharding as sharding_lib
 from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, Qwen3
 from int_jax.sampling import decode as decode_lib
 from int_jax.sampling import jetstream_compat as compat
+from int_jax.sampling import reshard
 from int_jax.sampling.types import GREEDY, SamplingParams
 
 from jetstream.engine import engine_api, tokenizer_pb2
@@ -130,9 +131,13 @@ class Qwen3Engine(engine_api.Engine):
         self._mesh = mesh
         self._rules = tuple(rules)
         _, state = nnx.split(model)
-        self._param_shardings = (None if mesh is None else
-                                 sharding_lib.state_shardings(state, mesh, self._rules))
-        self.params = ParamsRef(self._place(state))
+        if mesh is None:
+            one = SingleDeviceSharding(jax.devices()[0])
+            self._param_shardings = [one] * len(jax.tree.leaves(state))
+        else:
+            self._param_shardings = jax.tree.leaves(
+                sharding_lib.state_shardings(state, mesh, self._rules))
+        self.params = ParamsRef(self._place(state, state))
         self._prefix_cache = _PrefixCache(prefix_cache_entries)
         self._tags = itertools.count(1 << 24)  # unbound requests (gRPC); rollouts use 0..N
         # Receives every step's host rows (numpy int32 [rows, decode.OUT_WIDTH]).
@@ -140,41 +145,37 @@ class Qwen3Engine(engine_api.Engine):
 
     # -- weights -------------------------------------------------------------------
 
-    def _place(self, state):
-        """Put a weights State on this engine's shardings, device to device.
+    def _place(self, like, new):
+        """Copies of the weights `new` in `like`'s structure, shapes and dtypes, on
+        this engine's shardings (see `reshard.copy_onto`: device to device, and
+        never the caller's buffers, which a trainer may donate).
 
         Always explicit (committed) placement, at start-up and on every swap:
         jit keys its cache on argument placement, so mixing committed and
         uncommitted weights would recompile.
         """
-        if self._param_shardings is None:
-            return jax.device_put(state, jax.devices()[0])
-        return jax.device_put(state, self._param_shardings)
+        cur, treedef = jax.tree_util.tree_flatten_with_path(like)
+        new_leaves, new_def = jax.tree.flatten(new)
+        if new_def != treedef:
+            raise ValueError("update_params: the new weights' structure differs from the model's")
+        placed = []
+        for (path, old), leaf, sh in zip(cur, new_leaves, self._param_shardings):
+            if tuple(old.shape) != tuple(np.shape(leaf)):
+                raise ValueError(f"update_params: {jax.tree_util.keystr(path)} has shape "
+                                 f"{tuple(np.shape(leaf))}, the sampler's model {tuple(old.shape)}")
+            placed.append(reshard.copy_onto(leaf, sh, old.dtype))
+        return jax.tree.unflatten(treedef, placed)
 
     def update_params(self, params) -> None:
         """Use new weights (an `nnx.State` or a `Qwen3`) for the next requests.
 
-        Arrays move device-to-device onto the sampler's shardings (no host copy)
-        and are cast to the sampler's parameter dtypes on device. Shapes must
-        match, so nothing recompiles. Call between `generate` calls.
+        The engine keeps its own copies, resharded from the trainer's layout onto
+        the sampler's and cast to the sampler's dtypes on device (no host copy).
+        Shapes must match, so nothing recompiles. Call between `generate` calls.
         """
         if isinstance(params, nnx.Module):
             _, params = nnx.split(params)
-        current = self.params.state
-        cur_leaves, cur_def = jax.tree.flatten(current)
-        new_leaves, new_def = jax.tree.flatten(params)
-        if cur_def != new_def:
-            raise ValueError("update_params: the new weights' structure differs from the model's")
-        shardings = (jax.tree.leaves(self._param_shardings, is_leaf=lambda x: x is None)
-                     if self._param_shardings is not None else [None] * len(cur_leaves))
-        placed = []
-        for old, new, sh in zip(cur_leaves, new_leaves, shardings):
-            if tuple(old.shape) != tuple(new.shape):
-                raise ValueError(f"update_params: shape {new.shape} != {old.shape}")
-            target = sh if sh is not None else jax.devices()[0]
-            moved = jax.device_put(new, target)
-            placed.append(moved if moved.dtype == old.dtype else moved.astype(old.dtype))
-        self.params.state = jax.tree.unflatten(cur_def, placed)
+        self.params.state = self._place(self.params.state, params)
         self.params.version += 1
         self._prefix_cache.clear()
 

@@ -1,0 +1,140 @@
+"""The sampler on a data=2 x fsdp=2 x tensor=2 mesh of the 8 emulated CPU devices.
+
+Slots are split over data x fsdp and KV heads over tensor (DEFAULT_RULES), so
+every decode step runs partitioned. Its greedy tokens and logprobs must equal
+the single-device sampler's; the KV cache the Driver steps must really be
+split 8 ways; weights arriving in a trainer's layout (fsdp=8) must be moved
+onto the sampler's layout device to device, without recompiling.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+from ml_collections import ConfigDict
+
+from int_jax.model_config import model_config
+from int_jax.models import qwen3, sharding
+from int_jax.sampling.rollout import JetStreamSampler
+from int_jax.sampling.types import GREEDY, SamplingParams
+
+CFG = qwen3.Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
+                        num_heads=4, num_kv_heads=2, head_dim=16)
+# Six prompts of mixed lengths for four slots: two requests reuse freed slots.
+PROMPTS = [[5, 17, 3], list(range(40, 49)), list(range(100, 116)), [7, 7, 8, 9, 2],
+           list(range(200, 212)), [1]]
+MAX_NEW = 6
+SLOTS, MAX_LEN, BUCKETS = 4, 32, (16,)
+LOGPROB_TOL = 1e-5  # fp32; only the order of partitioned reductions differs
+CACHE_SPEC = P(None, ("data", "fsdp"), None, "tensor", None)
+
+
+def _sampler_cfg():
+    return ConfigDict(dict(slots=SLOTS, max_len=MAX_LEN, buckets=BUCKETS, cache_dtype="float32",
+                           stop_ids=(), progress=False, stall_timeout_s=120.0, use_tokenizer=False))
+
+
+@pytest.fixture(scope="module")
+def samplers():
+    assert jax.device_count() == 8, "conftest sets 8 emulated CPU devices"
+    single = JetStreamSampler(qwen3.create(CFG, seed=1), None, slots=SLOTS, max_len=MAX_LEN,
+                              buckets=BUCKETS, cache_dtype=jnp.float32, stop_ids=(),
+                              progress=False, stall_timeout_s=120)
+    # The sharded sampler comes from configs, as stages build it: the mesh is config data.
+    model_cfg = model_config("tiny")
+    model_cfg.mesh = ConfigDict(dict(data=2, fsdp=2, tensor=2))
+    sharded = JetStreamSampler.from_config(model_cfg, _sampler_cfg(),
+                                           model=qwen3.create(CFG, seed=1))
+    assert dict(sharded.engine.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    return single, sharded
+
+
+def _same_completions(a, b):
+    assert [[c.tokens for c in row] for row in a] == [[c.tokens for c in row] for row in b]
+    for row_a, row_b in zip(a, b):
+        for ca, cb in zip(row_a, row_b):
+            assert ca.finish_reason == cb.finish_reason
+            np.testing.assert_allclose(ca.model_logprobs, cb.model_logprobs, atol=LOGPROB_TOL)
+            np.testing.assert_allclose(ca.logprobs, cb.logprobs, atol=LOGPROB_TOL)
+
+
+def _record_decode_state(engine, seen):
+    """Wrap the engine's generate so the test sees the state the Driver really steps."""
+    real = engine.generate
+
+    def generate(params, decode_state, sampler=None):
+        new_state, rows = real(params, decode_state)
+        seen.append((decode_state.cache.k.sharding, new_state.cache.k.sharding,
+                     new_state.cache.v.sharding, new_state.token.sharding,
+                     [s.data.shape for s in new_state.cache.k.addressable_shards]))
+        return new_state, rows
+
+    engine.generate = generate
+
+
+def test_sharded_sampler_equals_single_device_and_cache_is_split(samplers):
+    single, sharded = samplers
+    seen = []
+    _record_decode_state(sharded.engine, seen)
+    try:
+        ref = single.generate(PROMPTS, n=1, sampling=GREEDY, max_new_tokens=MAX_NEW, seed=0)
+        out = sharded.generate(PROMPTS, n=1, sampling=GREEDY, max_new_tokens=MAX_NEW, seed=0)
+        _same_completions(ref, out)
+        # Sampled (per-slot keys, top-k/top-p inside the partitioned step), n=2 per prompt.
+        sampling = SamplingParams(temperature=0.8, top_p=0.9, top_k=20)
+        ref_s = single.generate(PROMPTS[:2], n=2, sampling=sampling, max_new_tokens=MAX_NEW, seed=5)
+        out_s = sharded.generate(PROMPTS[:2], n=2, sampling=sampling, max_new_tokens=MAX_NEW, seed=5)
+        _same_completions(ref_s, out_s)
+        assert ref_s[0][0].tokens != ref_s[0][1].tokens  # the two samples really differ
+    finally:
+        del sharded.engine.generate  # back to the class method
+    assert seen, "the Driver never stepped the engine"
+    c = CFG
+    for k_in, k_out, v_out, token, shard_shapes in seen:
+        assert k_in.spec == k_out.spec == v_out.spec == CACHE_SPEC
+        assert token.spec == P(("data", "fsdp"))
+        # 4 slots over data x fsdp = 4, 2 KV heads over tensor = 2: 8 distinct pieces.
+        assert shard_shapes == [(c.num_layers, 1, MAX_LEN, 1, c.head_dim)] * 8
+    # Weights sit on the sampler's layout too (embed over fsdp, mlp over tensor).
+    gate = sharded.engine.params.state["layers"][0]["mlp"]["gate_proj"]
+    assert gate[...].sharding.spec == P("fsdp", "tensor")
+
+
+def test_update_params_from_trainer_layout(samplers):
+    single, sharded = samplers
+    engine = sharded.engine
+    original = engine.params.state
+    expected = jax.tree.map(lambda x: x.sharding, original)
+    compiles = engine.compile_stats.count
+    # A trainer holding other weights fully sharded over fsdp=8 (a different mesh object).
+    trainer_mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=8, tensor=1))
+    trainer = sharding.shard_model(qwen3.create(CFG, seed=7), trainer_mesh)
+    trainer_state = nnx.split(trainer)[1]
+    trainer_gate = trainer.layers[0].mlp.gate_proj[...]
+    # The trainer's layout: every device holds 1/8 of the embed dimension.
+    assert [sh.data.shape for sh in trainer_gate.addressable_shards] == [(64 // 8, 128)] * 8
+    single_original = single.engine.params.state
+    try:
+        # Device to device: a host round trip (even an explicit one) raises here.
+        with jax.transfer_guard_device_to_host("disallow_explicit"), \
+                jax.transfer_guard_host_to_device("disallow_explicit"):
+            sharded.update_params(trainer_state)
+        got = jax.tree.map(lambda x: x.sharding, engine.params.state)
+        assert jax.tree.leaves(got) == jax.tree.leaves(expected)
+        new_gate = engine.params.state["layers"][0]["mlp"]["gate_proj"][...]
+        np.testing.assert_array_equal(np.asarray(new_gate), np.asarray(trainer_gate))
+        # Same weights on one device, already where the single sampler keeps its own:
+        # it must still copy, since a trainer donating its state would delete them.
+        single_state = nnx.split(qwen3.create(CFG, seed=7))[1]
+        single.update_params(single_state)
+        for leaf in jax.tree.leaves(single_state) + jax.tree.leaves(trainer_state):
+            leaf.delete()  # what a donated train step does to the trainer's arrays
+        ref = single.generate(PROMPTS[:3], n=1, sampling=GREEDY, max_new_tokens=MAX_NEW, seed=0)
+        out = sharded.generate(PROMPTS[:3], n=1, sampling=GREEDY, max_new_tokens=MAX_NEW, seed=0)
+        _same_completions(ref, out)
+        assert engine.compile_stats.count == compiles  # same shapes, same shardings
+    finally:
+        sharded.update_params(original)
+        single.update_params(single_original)
