@@ -20,11 +20,21 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
+# The main job on the tiny default: (1) the InT pipeline with a random tiny Qwen3
+# through the JetStream engine (random text: the funnel stops at the parser, and
+# the counts say so); (2) the same stages with scripted model outputs, which walk
+# the success path to an SFT set; (3) masked-prefix SFT on that set, exported to
+# safetensors. Outputs under runs/; rerunning resumes and skips finished stages.
 demo: $(STAMP)
 	$(BIN)/int-jax demo --config=configs/demo.py
+	$(BIN)/int-jax demo --config=configs/demo.py:scripted
+	$(BIN)/int-jax sft --config=configs/sft.py:tiny \
+	  --config.data.train_path=runs/demo-scripted/select/sft.jsonl --config.output_dir=runs/demo-sft \
+	  --config.train.global_batch=2 --config.train.micro_batch=1 --config.train.epochs=3
+	@echo "demo done: runs/demo (model), runs/demo-scripted (success path), runs/demo-sft/hf (patched model)"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/forward.py
 
 clean:
-	rm -rf $(VENV) runs/demo
+	rm -rf $(VENV) runs/demo runs/demo-scripted runs/demo-sft

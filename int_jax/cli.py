@@ -9,9 +9,11 @@ signature `main(config: ConfigDict, args: list[str]) -> int | None`, where
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,7 +50,16 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _quiet_third_party_logs() -> None:
+    """Orbax and JAX log every checkpoint step at INFO through absl: show them
+    WARNING and up unless `--verbosity` was given; int_jax's own INFO stays."""
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("int_jax").setLevel(logging.INFO)
+
+
 def _run(argv: list[str]) -> int:
+    _quiet_third_party_logs()
     words = argv[1:]
     if not words or words[0] in ("help", "-h"):
         print(_usage())
