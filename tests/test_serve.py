@@ -4,7 +4,9 @@ import socket
 
 import grpc
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax import nnx
 
 from hf_checkpoints import make_hf_checkpoint
 from int_jax.models import hf
@@ -19,10 +21,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _greedy(model, prompt, n):
+@nnx.jit
+def _forward(model, ids):
+    return model(ids)[0]
+
+
+def _greedy(model, prompt, n, pad_to=16):
+    """Greedy by repeated full forwards (no cache), jitted once at a fixed padded length:
+    right padding cannot change causal logits."""
     seq = list(prompt)
     for _ in range(n):
-        seq.append(int(jnp.argmax(model(jnp.asarray([seq]))[0, -1])))
+        padded = np.zeros((1, pad_to), np.int32)
+        padded[0, :len(seq)] = seq
+        seq.append(int(jnp.argmax(_forward(model, jnp.asarray(padded))[len(seq) - 1])))
     return seq[len(prompt):]
 
 
