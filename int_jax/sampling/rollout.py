@@ -145,10 +145,11 @@ class JetStreamSampler:
 
         engine = self.engine
         driver = compat.GuardedDriver(engine, engine.params)
-        engine.listener = listen
-        t0 = time.perf_counter()
-        bar = _progress_bar(total, self.progress)
-        try:
+        bar = None
+        try:  # from here on, whatever happens (Ctrl-C included), the Driver is stopped
+            engine.listener = listen
+            t0 = time.perf_counter()
+            bar = _progress_bar(total, self.progress)
             for i, prompt in enumerate(prompts):  # prompt-major: identical prompts adjacent
                 for j in range(n):
                     tag = i * n + j
