@@ -138,6 +138,9 @@ def get_kernel(name: str, *, chunk_size: int = 512):
     """Look up an attention kernel by config name; unknown names are an error."""
     if name == "chunked":
         return functools.partial(chunked_attention, chunk_size=chunk_size)
+    if name == "flash":
+        from int_jax.models import flash  # blocked, causal-skipping, hand-written backward
+        return functools.partial(flash.flash_attention, block_size=chunk_size)
     if name == "splash":
         from int_jax.models import splash  # TPU only; imported lazily.
         return splash.splash_attention
@@ -146,4 +149,4 @@ def get_kernel(name: str, *, chunk_size: int = 512):
     except KeyError:
         raise ValueError(
             f"unknown attention_impl {name!r}; choose one of "
-            f"{sorted([*KERNELS, 'splash'])}") from None
+            f"{sorted([*KERNELS, 'flash', 'splash'])}") from None

@@ -45,7 +45,7 @@ class Qwen3Config:
     # Execution switches (not part of the checkpoint).
     remat: bool = False  # jax.checkpoint around each decoder layer
     scan_layers: bool = False  # nnx.scan over stacked layer weights
-    attention_impl: str = "xla"  # xla | chunked | cudnn | splash
+    attention_impl: str = "xla"  # xla | chunked | flash | cudnn | splash
     attention_chunk_size: int = 512
 
     def __post_init__(self):
