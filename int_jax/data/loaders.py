@@ -26,6 +26,7 @@ import grain
 import grain.experimental as grain_exp
 import numpy as np
 
+from int_jax.data import host_sync
 from int_jax.data.records import SFTExample, read_records
 from int_jax.data.tokenize import EncodedExample, EncodeStats, encode_example
 
@@ -150,15 +151,24 @@ def sft_dataset(examples: Sequence[dict], spec: BatchSpec, *, process_index: int
                              for k, v in b.items()})
 
 
-def count_steps(examples: Sequence[dict], spec: BatchSpec, process_count: int = 1) -> int:
-    """Optimizer steps in `spec.epochs` epochs (the smallest count over hosts)."""
+def count_steps(examples: Sequence[dict], spec: BatchSpec, process_count: int = 1,
+                process_index: int = 0, *,
+                all_gather: host_sync.AllGather = host_sync.process_all_gather) -> int:
+    """Optimizer steps in `spec.epochs` epochs, the same number on every host.
+
+    Pad mode: a formula of the example count (no host yields fewer batches).
+    Pack mode: how many rows a shard packs into depends on its lengths, so each
+    host packs its own shard (lengths only) and the hosts take the minimum
+    through a collective. Both modes also check, in that collective, that every
+    host encoded the same examples. Every host must call this.
+    """
     rows = spec.local_rows(process_count)
     if not spec.packing:
-        per_host = len(examples) * spec.epochs // process_count
-        return per_host // rows
-    counts = [sum(1 for _ in _lengths_only(examples, spec, p, process_count))
-              for p in range(process_count)]
-    return min(counts)
+        local = len(examples) * spec.epochs // process_count // rows
+    else:
+        local = sum(1 for _ in _lengths_only(examples, spec, process_index, process_count))
+    fingerprint = host_sync.data_fingerprint([len(e["ids"]) for e in examples])
+    return host_sync.agree_on_steps(local, fingerprint, len(examples), all_gather=all_gather)
 
 
 def _lengths_only(examples, spec, p, process_count):

@@ -67,7 +67,7 @@ def main(config: ConfigDict, args: list[str]) -> int:
     (out / "data_stats.json").write_text(json.dumps(dataclasses.asdict(stats), indent=2) + "\n")
     log.info("SFT data: %s", stats)
     spec = batch_spec(config)
-    total = loaders.count_steps(examples, spec, jax.process_count())
+    total = loaders.count_steps(examples, spec, jax.process_count(), jax.process_index())
     if int(config.train.max_steps) > 0:
         total = min(total, int(config.train.max_steps))
     if total < 1:
