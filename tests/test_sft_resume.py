@@ -14,22 +14,41 @@ import orbax.checkpoint as ocp
 import pytest
 from ml_collections import ConfigDict
 
-from int_jax.models import qwen3
+from hf_checkpoints import make_hf_checkpoint
+from int_jax.data.records import write_records
+from int_jax.data.toy_sft import toy_sft_examples
+from int_jax.models import hf, qwen3
 from int_jax.models.sharding import DEFAULT_RULES, MeshConfig, make_mesh
 from int_jax.train import loop, optim, sft
 from int_jax.train.metrics import read_metrics
+from int_jax.train.state import ModelDef
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8
 
 
-def _sft_cmd(out: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def small_run_inputs(tmp_path_factory):
+    """A 1-layer, 8-wide Qwen3 with the real vocabulary (so the real tokenizer and
+    chat template run) as an HF folder, and the toy SFT set as JSONL: the CLI path
+    a user runs, with checkpoints of ~13 MB instead of the tiny preset's ~120 MB."""
+    d = tmp_path_factory.mktemp("sft_inputs")
+    make_hf_checkpoint(d / "hf", vocab_size=151936, hidden_size=8, intermediate_size=16,
+                       num_layers=1, num_heads=2, num_kv_heads=1, head_dim=4,
+                       tie_word_embeddings=True)
+    write_records(d / "train.jsonl", toy_sft_examples())
+    return d
+
+
+def _sft_cmd(out: Path, inputs: Path, export: bool = False) -> list[str]:
     return [sys.executable, "-m", "int_jax.cli", "sft", "--config=configs/sft.py:tiny",
+            f"--config.model.hf_path={inputs / 'hf'}",
+            f"--config.data.train_path={inputs / 'train.jsonl'}",
             f"--config.output_dir={out}", "--config.train.global_batch=2",
             "--config.train.micro_batch=1", f"--config.train.max_steps={STEPS}",
             "--config.train.save_every=1", "--config.train.keep=2",
             "--config.data.cutoff_len=128", "--config.train.progress=False",
-            "--config.train.export_hf=False"]
+            f"--config.train.export_hf={export}"]
 
 
 def _env():
@@ -48,12 +67,13 @@ def _committed_steps(out: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path, small_run_inputs):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_sft_cmd(straight), cwd=ROOT, env=_env(), check=True,
-                   capture_output=True, timeout=300)
-
-    proc = subprocess.Popen(_sft_cmd(killed), cwd=ROOT, env=_env(),
+    # The uninterrupted run goes alongside the one to be killed (independent processes).
+    ref_log = open(tmp_path / "straight.log", "w+")  # a file: a full pipe would stall it
+    ref = subprocess.Popen(_sft_cmd(straight, small_run_inputs, export=True), cwd=ROOT,
+                           env=_env(), stdout=ref_log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_sft_cmd(killed, small_run_inputs), cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -66,8 +86,12 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = _committed_steps(killed)[-1]
     assert STEPS // 2 <= killed_at < STEPS
+    ref.wait(timeout=300)
+    ref_log.seek(0)
+    assert ref.returncode == 0, ref_log.read()[-3000:]
+    ref_log.close()
 
-    subprocess.run(_sft_cmd(killed), cwd=ROOT, env=_env(), check=True,
+    subprocess.run(_sft_cmd(killed, small_run_inputs), cwd=ROOT, env=_env(), check=True,
                    capture_output=True, timeout=300)
 
     a, b = _final_state(straight), _final_state(killed)
@@ -81,6 +105,11 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     assert sorted(ma) == sorted(mb) == list(range(1, STEPS + 1))
     assert [ma[s]["batch_sha"] for s in ma] == [mb[s]["batch_sha"] for s in ma]
     assert [ma[s]["loss"] for s in ma] == [mb[s]["loss"] for s in ma]
+    # The final safetensors export holds exactly the final checkpoint's weights.
+    _, exported = ModelDef.split(hf.from_pretrained(straight / "hf"))
+    assert sorted(exported) == sorted(a["params"])
+    for name, x in exported.items():
+        assert np.array_equal(np.asarray(x), np.asarray(a["params"][name])), name
 
 
 CFG = qwen3.Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1,
