@@ -4,6 +4,9 @@
 (see `JetStreamSampler.from_config`); `serve` holds the gRPC server's. Buckets
 are powers of two from `min_bucket` to `max_prefill_length` unless `buckets`
 lists them; each bucket compiles one prefill, so they bound compilations.
+Decode steps attend over a window of the cache covering the longest live
+sequence: powers of two from `min_decode_bucket` up to `max_len` unless
+`decode_buckets` lists them; each compiles one decode step.
 """
 
 from ml_collections import ConfigDict
@@ -21,6 +24,8 @@ def get_config(arg: str = "tiny"):
         buckets=None,  # explicit prefill buckets; None: powers of two below
         min_bucket=16 if tiny else 128,
         max_prefill_length=512 if tiny else 4096,  # largest bucket; longer prompts are errors
+        decode_buckets=None,  # explicit decode attention windows; None: powers of two below
+        min_decode_bucket=256,  # smallest window; max_len is always the largest
         cache_dtype="float32" if tiny else "bfloat16",
         stop_ids=(151645, 151643),  # <|im_end|>, <|endoftext|>
         pad_id=151643,
@@ -29,6 +34,12 @@ def get_config(arg: str = "tiny"):
         progress=True,
         stall_timeout_s=1800.0,  # no request finishing for this long is an error
         use_tokenizer=True,
+        # The sampler's weight layout: overrides on top of model.rules. Default: `embed`
+        # unsplit, so every fsdp device keeps whole weights (split over `tensor` only)
+        # and a decode step all-gathers no weight shards. Memory: params / tensor per
+        # device instead of params / (fsdp * tensor), beside the trainer's copy when
+        # both live on the same devices (GRPO). () keeps the trainer's fsdp layout.
+        rules=(("embed", None),),
     ))
     c.serve = ConfigDict(dict(
         host="127.0.0.1",  # loopback by default; "::" or "0.0.0.0" to expose

@@ -1,11 +1,16 @@
 """The sampler on a data=2 x fsdp=2 x tensor=2 mesh of the 8 emulated CPU devices.
 
-Slots are split over data x fsdp and KV heads over tensor (DEFAULT_RULES), so
-every decode step runs partitioned. Its greedy tokens and logprobs must equal
-the single-device sampler's; the KV cache the Driver steps must really be
-split 8 ways; weights arriving in a trainer's layout (fsdp=8) must be moved
-onto the sampler's layout device to device, without recompiling.
+Slots are split over data x fsdp and KV heads over tensor, so every decode
+step runs partitioned (over cache windows of 16 and 32 rows). Its greedy tokens
+and logprobs must equal the single-device sampler's; the KV cache the Driver
+steps must really be split 8 ways. Weights use the sampler's own layout
+(`sampler.rules`: `embed` unsplit, so each fsdp device holds whole weights
+split over tensor only and a step all-gathers no weight shards) while the
+trainer's model keeps its fsdp layout; weights arriving in a trainer's layout
+(fsdp=8) must be moved onto the sampler's device to device, without recompiling.
 """
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +21,9 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import ConfigDict
 
 from int_jax.model_config import model_config
-from int_jax.models import qwen3, sharding
+from int_jax.models import factory, qwen3, sharding
+from int_jax.sampling import decode as decode_lib
+from int_jax.sampling import layout
 from int_jax.sampling.rollout import JetStreamSampler
 from int_jax.sampling.types import GREEDY, SamplingParams
 
@@ -29,11 +36,13 @@ MAX_NEW = 6
 SLOTS, MAX_LEN, BUCKETS = 4, 32, (16,)
 LOGPROB_TOL = 1e-5  # fp32; only the order of partitioned reductions differs
 CACHE_SPEC = P(None, ("data", "fsdp"), None, "tensor", None)
+TRAINER_GATE_SPEC, SAMPLER_GATE_SPEC = P("fsdp", "tensor"), P(None, "tensor")
 
 
 def _sampler_cfg():
     return ConfigDict(dict(slots=SLOTS, max_len=MAX_LEN, buckets=BUCKETS, cache_dtype="float32",
-                           stop_ids=(), progress=False, stall_timeout_s=120.0, use_tokenizer=False))
+                           stop_ids=(), progress=False, stall_timeout_s=120.0, use_tokenizer=False,
+                           decode_buckets=(16, MAX_LEN), rules=layout.SAMPLER_RULE_OVERRIDES))
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +54,12 @@ def samplers():
     # The sharded sampler comes from configs, as stages build it: the mesh is config data.
     model_cfg = model_config("tiny")
     model_cfg.mesh = ConfigDict(dict(data=2, fsdp=2, tensor=2))
-    sharded = JetStreamSampler.from_config(model_cfg, _sampler_cfg(),
-                                           model=qwen3.create(CFG, seed=1))
+    # The trainer's model, on the same mesh in the model's (fsdp) layout, as GRPO holds it.
+    trainer = sharding.shard_model(qwen3.create(CFG, seed=1), factory.build_mesh(model_cfg),
+                                   factory.rules_of(model_cfg))
+    sharded = JetStreamSampler.from_config(model_cfg, _sampler_cfg(), model=trainer)
     assert dict(sharded.engine.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
-    return single, sharded
+    return single, sharded, trainer
 
 
 def _same_completions(a, b):
@@ -75,7 +86,7 @@ def _record_decode_state(engine, seen):
 
 
 def test_sharded_sampler_equals_single_device_and_cache_is_split(samplers):
-    single, sharded = samplers
+    single, sharded, _ = samplers
     seen = []
     _record_decode_state(sharded.engine, seen)
     try:
@@ -97,13 +108,41 @@ def test_sharded_sampler_equals_single_device_and_cache_is_split(samplers):
         assert token.spec == P(("data", "fsdp"))
         # 4 slots over data x fsdp = 4, 2 KV heads over tensor = 2: 8 distinct pieces.
         assert shard_shapes == [(c.num_layers, 1, MAX_LEN, 1, c.head_dim)] * 8
-    # Weights sit on the sampler's layout too (embed over fsdp, mlp over tensor).
-    gate = sharded.engine.params.state["layers"][0]["mlp"]["gate_proj"]
-    assert gate[...].sharding.spec == P("fsdp", "tensor")
+    assert sharded.engine.core._step._cache_size() == 2  # steps over 16 and 32 cache rows ran
+
+
+def _gate(state):
+    return state["layers"][0]["mlp"]["gate_proj"][...]
+
+
+def test_sampler_layout_is_its_own_and_its_step_gathers_no_weights(samplers):
+    _, sharded, trainer = samplers
+    engine, core = sharded.engine, sharded.engine.core
+    # The sampler's copy: whole along embed on every fsdp device, split over tensor only;
+    # the trainer's model keeps its fsdp x tensor layout.
+    gate = _gate(engine.params.state)
+    assert gate.sharding.spec == SAMPLER_GATE_SPEC
+    assert [sh.data.shape for sh in gate.addressable_shards] == [(64, 64)] * 8
+    assert trainer.layers[0].mlp.gate_proj[...].sharding.spec == TRAINER_GATE_SPEC
+    assert engine.core.rules == layout.sampler_rules(None)
+
+    def gathered_shapes(c, params):
+        text = c._step.lower(params, c.init_state(), MAX_LEN).compile().as_text()
+        return [tuple(int(d) for d in dims.split(",") if d)
+                for dims in re.findall(r"= \w+\[([\d,]*)\]\S* all-gather\(", text)]
+
+    # No all-gather in the compiled step yields anything hidden-sized (a weight or an
+    # activation); the trainer's layout gathers weight shards every step.
+    hidden = CFG.hidden_size
+    assert not [s for s in gathered_shapes(core, engine.params.state) if hidden in s]
+    fsdp_core = decode_lib.DecodeCore(trainer, slots=SLOTS, max_len=MAX_LEN, buckets=BUCKETS,
+                                      cache_dtype=jnp.float32, mesh=engine.mesh,
+                                      rules=sharding.DEFAULT_RULES, decode_buckets=(MAX_LEN,))
+    assert [s for s in gathered_shapes(fsdp_core, nnx.split(trainer)[1]) if hidden in s]
 
 
 def test_update_params_from_trainer_layout(samplers):
-    single, sharded = samplers
+    single, sharded, _ = samplers
     engine = sharded.engine
     original = engine.params.state
     expected = jax.tree.map(lambda x: x.sharding, original)
@@ -123,6 +162,7 @@ def test_update_params_from_trainer_layout(samplers):
             sharded.update_params(trainer_state)
         got = jax.tree.map(lambda x: x.sharding, engine.params.state)
         assert jax.tree.leaves(got) == jax.tree.leaves(expected)
+        assert _gate(engine.params.state).sharding.spec == SAMPLER_GATE_SPEC
         new_gate = engine.params.state["layers"][0]["mlp"]["gate_proj"][...]
         np.testing.assert_array_equal(np.asarray(new_gate), np.asarray(trainer_gate))
         # Same weights on one device, already where the single sampler keeps its own:

@@ -4,7 +4,9 @@ Everything here is a pure jitted function of (params, arrays); the JetStream
 engine (`engine.py`) only adapts it to JetStream's API. Weights are passed as
 an `nnx.State` argument and merged inside the trace, so swapping weights of
 the same shapes never recompiles. Compilations are bounded by design: one
-prefill and one insert per prompt-length bucket, one decode step, one draw.
+prefill and one insert per prompt-length bucket, one decode step per decode
+bucket (a step attends over a window of the cache, see `decode_window.py`),
+one draw.
 
 Per-slot state lives on device in `DecodeState`; a decode step emits one row
 per slot into an int32 table (`OUT_*` columns; log-probabilities bit-cast
@@ -31,16 +33,23 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 
 from int_jax.models import sharding as sharding_lib
 from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, KVCache, Qwen3, Qwen3Config
+from int_jax.sampling import decode_window
 from int_jax.sampling import sample as sample_lib
 
-# Columns of the per-step output table [slots, OUT_WIDTH] (int32).
-OUT_TOKEN, OUT_VALID, OUT_LENGTH, OUT_TAG, OUT_LOGPROB, OUT_MODEL_LOGPROB, OUT_FINISH = range(7)
-OUT_WIDTH = 7
+# Columns of the per-step output table [slots, OUT_WIDTH] (int32). OUT_WINDOW_MISS
+# is 1 on a live row whose position the step's attention window did not cover.
+(OUT_TOKEN, OUT_VALID, OUT_LENGTH, OUT_TAG, OUT_LOGPROB, OUT_MODEL_LOGPROB, OUT_FINISH,
+ OUT_WINDOW_MISS) = range(8)
+OUT_WIDTH = 8
 # Finish codes of an emitted token.
 FINISH_NONE, FINISH_STOP, FINISH_LENGTH = 0, 1, 2
 # Length reported for a slot with nothing to emit: larger than any max_tokens,
 # so JetStream's detokenizer closes the request without appending a token.
 IDLE_LENGTH = 2**30
+
+
+class DecodeWindowError(RuntimeError):
+    """A decode step's attention window missed a live position (an internal error)."""
 
 
 class PromptTooLongError(ValueError):
@@ -131,7 +140,8 @@ class DecodeCore:
     def __init__(self, model: Qwen3, *, slots: int, max_len: int, buckets: Sequence[int],
                  cache_dtype=jnp.bfloat16, stop_ids: Sequence[int] = QWEN3_END_TOKEN_IDS,
                  lagged: bool = True, max_top_k: int = sample_lib.DEFAULT_MAX_TOP_K,
-                 mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES):
+                 mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES,
+                 decode_buckets: Sequence[int] | None = None):
         self.config: Qwen3Config = model.config
         self.graphdef, _ = nnx.split(model)
         self.slots = int(slots)
@@ -145,15 +155,21 @@ class DecodeCore:
         self.max_top_k = int(max_top_k)
         self.mesh = mesh
         self.rules = tuple(rules)
+        # Attention windows of the decode step (see decode_window.py).
+        self.decode_buckets = decode_window.check_buckets(
+            decode_window.decode_buckets(self.max_len) if decode_buckets is None else decode_buckets,
+            self.max_len)
+        self.live = decode_window.LiveBounds(self.slots, self.max_len)
         self.compile_stats = CompileStats()
         self._state_sharding = self._decode_state_sharding()
         self._prefill = jax.jit(self._prefill_fn)
         self._draw = jax.jit(self._draw_fn)
         self._insert = jax.jit(self._insert_fn, donate_argnums=(0,),
                                out_shardings=self._state_sharding)
-        self._step = jax.jit(self._step_fn, donate_argnums=(1,),
+        self._step = jax.jit(self._step_fn, donate_argnums=(1,), static_argnums=(2,),
                              out_shardings=(self._state_sharding, self._replicated()))
         self._init = jax.jit(self._init_fn, out_shardings=self._state_sharding)
+        self._logits = jax.jit(self._logits_fn, static_argnums=(2,))
 
     # -- sharding ------------------------------------------------------------------
 
@@ -186,6 +202,9 @@ class DecodeCore:
         fields = {f.name: vec for f in dataclasses.fields(DecodeState)}
         fields.update(cache=KVCache(k=cache, v=cache), key=mat)
         return DecodeState(**fields)
+
+    def _constrain_cache(self, x):
+        return sharding_lib.constrain(x, KVCache.LOGICAL_AXES)
 
     def _trace_context(self):
         if self.mesh is None:
@@ -254,13 +273,34 @@ class DecodeCore:
             top_p=put(state.top_p, prefix.top_p), top_k=put(state.top_k, prefix.top_k),
             max_new=put(state.max_new, prefix.max_new), tag=put(state.tag, prefix.tag))
 
-    def _step_fn(self, params, state: DecodeState):
+    def _forward(self, params, state: DecodeState, window: int):
+        """Feed every slot's token, attending over cache rows [0, window) only:
+        (fp32 logits [S, V], the full cache with the fed rows written)."""
+        full = state.cache
         with self._trace_context():
             model = self._model(params)
-            logits, cache = model.decode(state.token[:, None], state.position[:, None], state.cache)
+            if window < self.max_len:
+                view = KVCache(k=self._constrain_cache(full.k[:, :, :window]),
+                               v=self._constrain_cache(full.v[:, :, :window]))
+            else:
+                view = full
+            logits, written = model.decode(state.token[:, None], state.position[:, None], view)
+            if window < self.max_len:  # only the fed rows changed: copy those back
+                cache = KVCache(k=decode_window.write_back(full.k, written.k, state.position),
+                                v=decode_window.write_back(full.v, written.v, state.position))
+            else:
+                cache = written
+        return logits[:, 0], cache
+
+    def _logits_fn(self, params, state: DecodeState, window: int):
+        return self._forward(params, state, window)[0]
+
+    def _step_fn(self, params, state: DecodeState, window: int):
+        """One token for every slot (sampled, emitted, checked for the end)."""
+        logits, cache = self._forward(params, state, window)
         keys = jax.vmap(lambda k, g: jax.random.fold_in(jax.random.wrap_key_data(k), g))(
             state.key, state.generated)
-        nxt, lp, mlp = sample_lib.sample(logits[:, 0], keys, state.temperature, state.top_p,
+        nxt, lp, mlp = sample_lib.sample(logits, keys, state.temperature, state.top_p,
                                          state.top_k, max_top_k=self.max_top_k)
         if self.lagged:  # emit the fed token
             e_tok, e_lp, e_mlp, e_gen = state.token, state.logprob, state.model_logprob, state.generated
@@ -269,11 +309,12 @@ class DecodeCore:
             e_tok, e_lp, e_mlp, e_gen = nxt, lp, mlp, state.generated + 1
             code = self._finish_code(e_tok, e_gen, state.position + 1, state.max_new)
         valid = state.active
+        missed = valid & (state.position >= window)
         out = jnp.stack([
             e_tok, valid.astype(jnp.int32), jnp.where(valid, e_gen, IDLE_LENGTH), state.tag,
             jax.lax.bitcast_convert_type(e_lp.astype(jnp.float32), jnp.int32),
             jax.lax.bitcast_convert_type(e_mlp.astype(jnp.float32), jnp.int32),
-            jnp.where(valid, code, FINISH_NONE)], axis=1).astype(jnp.int32)
+            jnp.where(valid, code, FINISH_NONE), missed.astype(jnp.int32)], axis=1).astype(jnp.int32)
         active = valid & (code == FINISH_NONE)
         advance = state.active
         new = state.replace(
@@ -297,7 +338,11 @@ class DecodeCore:
         return out
 
     def init_state(self) -> DecodeState:
-        return self._timed(self._init)
+        """A fresh decode state (all slots empty). A core steps one state at a time:
+        the host-side window bounds describe the latest one."""
+        state = self._timed(self._init)
+        self.live.reset()
+        return state
 
     def pad(self, tokens: Sequence[int], pad_id: int = 0) -> tuple[np.ndarray, int]:
         """Right-pad a prompt to its bucket: (int32 [bucket], true length)."""
@@ -323,10 +368,53 @@ class DecodeCore:
                            np.float32(top_p), np.int32(top_k))
 
     def insert(self, state: DecodeState, prefix: Prefix, slot: int) -> DecodeState:
-        return self._timed(self._insert, state, prefix, np.int32(slot))
+        if not 0 <= int(slot) < self.slots:
+            raise ValueError(f"slot {slot} outside 0..{self.slots - 1}")
+        # Small scalars made from host ints at prefill: ready, so this read never stalls.
+        length, max_new, tag = jax.device_get((prefix.length, prefix.max_new, prefix.tag))
+        state = self._timed(self._insert, state, prefix, np.int32(slot))
+        live = True
+        if not self.lagged:  # insert retires a request its first token already finished
+            token = int(jax.device_get(prefix.token))
+            live = not (token in self.stop_ids or max_new <= 1 or length >= self.max_len - 1)
+        self.live.inserted(int(slot), int(length), int(max_new), int(tag), live=live)
+        return state
 
-    def step(self, params, state: DecodeState):
-        return self._timed(self._step, params, state)
+    def window(self) -> int:
+        """The attention window the next step will use."""
+        return decode_window.window_for(self.live.needed(), self.decode_buckets)
+
+    def step(self, params, state: DecodeState, window: int | None = None):
+        """One decode step for all slots; `window` overrides the host's choice (tests)."""
+        window = self.window() if window is None else int(window)
+        if window not in self.decode_buckets:
+            raise ValueError(f"decode window {window} is not one of the buckets {self.decode_buckets}")
+        out = self._timed(self._step, params, state, window)
+        self.live.stepped()
+        return out
+
+    def step_logits(self, params, state: DecodeState, window: int | None = None) -> jax.Array:
+        """fp32 logits [slots, V] the next step would sample from (state untouched)."""
+        window = self.window() if window is None else int(window)
+        if window not in self.decode_buckets:
+            raise ValueError(f"decode window {window} is not one of the buckets {self.decode_buckets}")
+        return self._logits(params, state, window)
+
+    def observe_rows(self, rows: np.ndarray) -> None:
+        """Host rows of a step (in step order): finished slots leave the window bound.
+
+        Raises `DecodeWindowError` if a live row's position was outside its
+        step's window, i.e. the host bound was wrong and the row is garbage.
+        """
+        rows = np.asarray(rows)
+        missed = np.nonzero(rows[:, OUT_WINDOW_MISS])[0]
+        if missed.size:
+            raise DecodeWindowError(
+                f"decode step attended over too short a cache window for slots {missed.tolist()} "
+                "(the host-side position bound was wrong; one core must step one decode state)")
+        done = np.nonzero(rows[:, OUT_VALID].astype(bool) & (rows[:, OUT_FINISH] != FINISH_NONE))[0]
+        for slot in done:
+            self.live.finished(int(slot), int(rows[slot, OUT_TAG]))
 
 
 def _cache_size(fn) -> int:

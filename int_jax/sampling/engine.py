@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import threading
 from typing import Any, Callable, Sequence
@@ -36,7 +37,7 @@ from int_jax.models import sharding as sharding_lib
 from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, Qwen3
 from int_jax.sampling import decode as decode_lib
 from int_jax.sampling import jetstream_compat as compat
-from int_jax.sampling import reshard
+from int_jax.sampling import layout, reshard
 from int_jax.sampling.types import GREEDY, SamplingParams
 
 from jetstream.engine import engine_api, tokenizer_pb2
@@ -101,7 +102,13 @@ class _PrefixCache:
 
 
 class Qwen3Engine(engine_api.Engine):
-    """JetStream engine: slots x max_len KV cache, power-of-two prefill buckets."""
+    """JetStream engine: slots x max_len KV cache, power-of-two prefill buckets.
+
+    `rules` is the sampler's own layout (weights, cache, activations); None
+    means `layout.sampler_rules()` (the default rules with whole weights per
+    fsdp device). `decode_buckets` are the decode step's attention windows
+    (None: powers of two from 256 up to max_len, see `decode_window`).
+    """
 
     def __init__(self, model: Qwen3, *, slots: int = 8, max_len: int = 2048,
                  buckets: Sequence[int] = (16, 32, 64, 128, 256, 512, 1024),
@@ -109,17 +116,19 @@ class Qwen3Engine(engine_api.Engine):
                  pad_id: int = 151643, max_top_k: int = 64, prefix_cache_entries: int = 4,
                  default_sampling: SamplingParams = GREEDY, default_max_new_tokens: int = 256,
                  seed: int = 0, tokenizer=None, tokenizer_path: str = "",
-                 mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES,
+                 mesh: Mesh | None = None, rules=None,
+                 decode_buckets: Sequence[int] | None = None,
                  api_version: tuple[int, int] | None = None):
         self.api_version = tuple(api_version or compat.API_VERSION)
         if self.api_version not in ((0, 2), (0, 3)):
             raise ValueError(f"api_version must be (0, 2) or (0, 3), got {self.api_version}")
         # 0.3.0: prefill returns the first token, so decode steps emit what they sample.
         self.prefill_returns_first_token = self.api_version >= (0, 3)
+        rules = layout.sampler_rules() if rules is None else tuple(rules)
         self.core = decode_lib.DecodeCore(
             model, slots=slots, max_len=max_len, buckets=buckets, cache_dtype=cache_dtype,
             stop_ids=stop_ids, lagged=not self.prefill_returns_first_token,
-            max_top_k=max_top_k, mesh=mesh, rules=rules)
+            max_top_k=max_top_k, mesh=mesh, rules=rules, decode_buckets=decode_buckets)
         self.config = model.config
         self.stop_ids = tuple(int(s) for s in stop_ids)
         self.pad_id = int(pad_id)
@@ -273,7 +282,8 @@ class Qwen3Engine(engine_api.Engine):
             rows[r] = (tok, 1, 1, tag, np.float32(lp).view(np.int32),
                        np.float32(mlp).view(np.int32),
                        decode_lib.FINISH_STOP if stop else
-                       decode_lib.FINISH_LENGTH if full else decode_lib.FINISH_NONE)
+                       decode_lib.FINISH_LENGTH if full else decode_lib.FINISH_NONE,
+                       0)  # OUT_WINDOW_MISS: prefill attends over the whole prompt
         return compat.step_rows(rows, self.listener, samples_per_slot=len(prefixes))
 
     def prefill(self, *, params, existing_prefix=None, padded_tokens, true_length,
@@ -322,7 +332,14 @@ class Qwen3Engine(engine_api.Engine):
     def generate(self, params, decode_state, sampler=None):
         state = params.state if isinstance(params, ParamsRef) else params
         decode_state, out = self.core.step(state, decode_state)
-        return decode_state, compat.step_rows(out, self.listener)
+        return decode_state, compat.step_rows(out, functools.partial(self._rows_to_host, self.listener))
+
+    def _rows_to_host(self, listener, rows: np.ndarray) -> None:
+        """A step's rows reached the host: finished slots stop widening the decode
+        window (a window error raises here, in the Driver's thread), then the listener."""
+        self.core.observe_rows(rows)
+        if listener is not None:
+            listener(rows)
 
     def load_params(self, *args, **kwargs):
         return self.params

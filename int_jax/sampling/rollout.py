@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from int_jax.models import factory, sharding as sharding_lib
+from int_jax.models import factory
 from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, Qwen3
 from int_jax.sampling import decode as decode_lib
+from int_jax.sampling import decode_window, layout
 from int_jax.sampling import jetstream_compat as compat
 from int_jax.sampling.engine import Qwen3Engine, RequestSpec, request_key
 from int_jax.sampling.types import Completion, SamplingParams
@@ -48,8 +49,8 @@ class JetStreamSampler:
                  buckets: Sequence[int] | None = None, cache_dtype=jnp.bfloat16,
                  stop_ids: Sequence[int] = QWEN3_END_TOKEN_IDS, pad_id: int = 151643,
                  max_top_k: int = 64, prefix_cache_entries: int = 4, progress: bool = True,
-                 stall_timeout_s: float = 1800.0, mesh=None, rules=sharding_lib.DEFAULT_RULES,
-                 tokenizer_path: str = ""):
+                 stall_timeout_s: float = 1800.0, mesh=None, rules=None,
+                 tokenizer_path: str = "", decode_buckets: Sequence[int] | None = None):
         if buckets is None:
             buckets = decode_lib.power_of_two_buckets(16, max_len)
             buckets = tuple(b for b in buckets if b <= max_len) or (max_len,)
@@ -57,7 +58,7 @@ class JetStreamSampler:
             model, slots=slots, max_len=max_len, buckets=buckets, cache_dtype=cache_dtype,
             stop_ids=stop_ids, pad_id=pad_id, max_top_k=max_top_k,
             prefix_cache_entries=prefix_cache_entries, tokenizer=tokenizer,
-            tokenizer_path=tokenizer_path, mesh=mesh, rules=rules)
+            tokenizer_path=tokenizer_path, mesh=mesh, rules=rules, decode_buckets=decode_buckets)
         self.tokenizer = tokenizer
         self.progress = progress
         self.stall_timeout_s = float(stall_timeout_s)
@@ -67,9 +68,13 @@ class JetStreamSampler:
     @classmethod
     def from_config(cls, model_cfg: ConfigDict, sampler_cfg: ConfigDict, *, model: Qwen3 | None = None,
                     tokenizer=None) -> "JetStreamSampler":
-        """Build the model (unless given), the mesh and the tokenizer from configs."""
+        """Build the model (unless given), the mesh and the tokenizer from configs.
+
+        The model is built in the trainer's layout (`model.rules`); the engine
+        keeps its own copy in the sampler's (`sampler.rules`: overrides on top).
+        """
         mesh = factory.build_mesh(model_cfg)
-        rules = factory.rules_of(model_cfg)
+        rules = layout.sampler_rules(factory.rules_of(model_cfg), sampler_cfg.get("rules"))
         if model is None:
             model = factory.build_model(model_cfg, mesh)
         if tokenizer is None and sampler_cfg.get("use_tokenizer", True):
@@ -82,14 +87,20 @@ class JetStreamSampler:
         else:
             buckets = decode_lib.power_of_two_buckets(int(get("min_bucket", 16)),
                                                       int(get("max_prefill_length", 1024)))
-        return cls(model, tokenizer, slots=int(get("slots", 8)), max_len=int(get("max_len", 2048)),
+        max_len = int(get("max_len", 2048))
+        if get("decode_buckets"):
+            decode_buckets = tuple(int(b) for b in sampler_cfg.decode_buckets)
+        else:
+            decode_buckets = decode_window.decode_buckets(
+                max_len, int(get("min_decode_bucket", decode_window.DEFAULT_MIN_DECODE_BUCKET)))
+        return cls(model, tokenizer, slots=int(get("slots", 8)), max_len=max_len,
                    buckets=buckets, cache_dtype=factory.dtype_of(get("cache_dtype", "bfloat16")),
                    stop_ids=tuple(get("stop_ids", QWEN3_END_TOKEN_IDS)),
                    pad_id=int(get("pad_id", 151643)), max_top_k=int(get("max_top_k", 64)),
                    prefix_cache_entries=int(get("prefix_cache_entries", 4)),
                    progress=bool(get("progress", True)),
                    stall_timeout_s=float(get("stall_timeout_s", 1800.0)), mesh=mesh, rules=rules,
-                   tokenizer_path=model_cfg.get("tokenizer_path", ""))
+                   tokenizer_path=model_cfg.get("tokenizer_path", ""), decode_buckets=decode_buckets)
 
     def update_params(self, params) -> None:
         """Sample from new weights from the next `generate` on (GRPO, every step)."""
