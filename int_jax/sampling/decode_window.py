@@ -114,14 +114,27 @@ class LiveBounds:
 
 def rows_at(cache: jax.Array, position: jax.Array) -> jax.Array:
     """cache [layers, slots, length, ...] at per-slot `position` [slots] -> [layers, slots, ...]."""
-    pick = lambda c, p: jax.lax.dynamic_index_in_dim(c, p, axis=1, keepdims=False)  # noqa: E731
-    return jax.vmap(pick, in_axes=(1, 0), out_axes=1)(cache, position)
+    layers, slots, _, *rest = cache.shape
+    dims = jax.lax.GatherDimensionNumbers(
+        offset_dims=(0, *range(2, 2 + len(rest))), collapsed_slice_dims=(2,), start_index_map=(2,),
+        operand_batching_dims=(1,), start_indices_batching_dims=(0,))
+    return jax.lax.gather(cache, position[:, None], dims, slice_sizes=(layers, 1, 1, *rest),
+                          mode=jax.lax.GatherScatterMode.CLIP)
 
 
 def put_rows(cache: jax.Array, rows: jax.Array, position: jax.Array) -> jax.Array:
-    """Write rows [layers, slots, ...] at per-slot `position`; positions past the end are dropped."""
-    put = lambda c, r, p: c.at[:, p].set(r, mode="drop")  # noqa: E731
-    return jax.vmap(put, in_axes=(1, 1, 0), out_axes=1)(cache, rows, position)
+    """Write rows [layers, slots, ...] at per-slot `position`; positions past the end are dropped.
+
+    One scatter with the slot axis as a batching dimension, in the cache's own
+    layout: XLA updates the donated cache in place (a vmapped `.at[].set`
+    transposes the slot axis to the front and copies the whole cache back).
+    """
+    dims = jax.lax.ScatterDimensionNumbers(
+        update_window_dims=(0, *range(2, rows.ndim)), inserted_window_dims=(2,),
+        scatter_dims_to_operand_dims=(2,), operand_batching_dims=(1,),
+        scatter_indices_batching_dims=(0,))
+    return jax.lax.scatter(cache, position[:, None], rows, dims,
+                           mode=jax.lax.GatherScatterMode.FILL_OR_DROP)
 
 
 def write_back(full: jax.Array, window: jax.Array, position: jax.Array) -> jax.Array:
