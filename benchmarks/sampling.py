@@ -16,8 +16,11 @@ length-bucketed window of the cache buys: short sequences (prompt + new tokens)
 in a cache sized for long ones, decoded by the same engine attending over the
 whole cache (as before windows existed) and over its decode buckets:
 
-    python benchmarks/sampling.py --batches "" --no-peer --window-max-len 2048 \
-        --window-batch 16 --out sampling_window_cpu
+    python benchmarks/sampling.py --batches "" --no-peer --window-max-len 2048 \\
+        --window-batch 16 --new-tokens 96 --out sampling_window_cpu              # CPU
+    python benchmarks/sampling.py --preset qwen3_4b --dtype bfloat16 --batches "" --no-peer \\
+        --prompt-len 512 --new-tokens 1536 --window-max-len 8192 --window-batch 32 \\
+        --out sampling_window_gpu                                                # GPU
 """
 
 from __future__ import annotations
