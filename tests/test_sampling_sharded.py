@@ -178,3 +178,16 @@ def test_update_params_from_trainer_layout(samplers):
     finally:
         sharded.update_params(original)
         single.update_params(single_original)
+
+
+def test_sampler_rules_are_overrides_on_the_model_rules():
+    model_rules = (("embed", "fsdp"), ("mlp", "tensor"), ("cache_batch", ["data", "fsdp"]))
+    assert layout.sampler_rules(model_rules) == (
+        ("embed", None), ("mlp", "tensor"), ("cache_batch", ("data", "fsdp")))
+    assert layout.sampler_rules(model_rules, ()) == sharding.rules_from_config(model_rules)
+    assert dict(layout.sampler_rules(None, [["mlp", None], ["extra", "data"]])) == {
+        **dict(sharding.DEFAULT_RULES), "mlp": None, "extra": "data"}
+    with pytest.raises(ValueError, match="sampler.rules: 'embed' maps to unknown mesh axes.*'model'"):
+        layout.sampler_rules(None, [("embed", "model")])
+    with pytest.raises(ValueError, match="sampler.rules: expected .* pairs"):
+        layout.sampler_rules(None, ["embed"])

@@ -114,7 +114,7 @@ class LiveBounds:
 
 def rows_at(cache: jax.Array, position: jax.Array) -> jax.Array:
     """cache [layers, slots, length, ...] at per-slot `position` [slots] -> [layers, slots, ...]."""
-    layers, slots, _, *rest = cache.shape
+    layers, _, _, *rest = cache.shape
     dims = jax.lax.GatherDimensionNumbers(
         offset_dims=(0, *range(2, 2 + len(rest))), collapsed_slice_dims=(2,), start_index_map=(2,),
         operand_batching_dims=(1,), start_indices_batching_dims=(0,))
