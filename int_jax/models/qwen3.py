@@ -229,7 +229,13 @@ class Attention(nnx.Module):
         self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x, positions, q_index, q_segment, kv_segment, cache_kv=None):
-        """Returns (output [B, T, D], (k, v) actually attended: the cache if given)."""
+        """Returns (output [B, T, D], updated stacked cache (k, v) or None).
+
+        `cache_kv` is `(k_all, v_all, layer)`: the *stacked* cache of every layer
+        and this layer's index. The new rows are scattered straight into the
+        stacked arrays (in place under donation), so a decode step writes T rows
+        per slot instead of rebuilding the cache from per-layer copies.
+        """
         dt = self.dtype
         q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(dt))
         k = jnp.einsum("btd,dhk->bthk", x, self.k_proj[...].astype(dt))
@@ -237,22 +243,26 @@ class Attention(nnx.Module):
         # Qwen3: per-head RMSNorm on q and k, *then* RoPE.
         q = rope(self.q_norm(q), positions, self.cfg.rope_theta)
         k = rope(self.k_norm(k), positions, self.cfg.rope_theta)
+        updated = None
         if cache_kv is not None:
-            k_cache, v_cache = cache_kv
-            k = _write_rows(k_cache, k.astype(k_cache.dtype), q_index).astype(dt)
-            v = _write_rows(v_cache, v.astype(v_cache.dtype), q_index).astype(dt)
-            written = (k.astype(k_cache.dtype), v.astype(v_cache.dtype))
-        else:
-            written = None
+            k_all, v_all, layer = cache_kv
+            k_all = _write_rows(k_all, layer, k.astype(k_all.dtype), q_index)
+            v_all = _write_rows(v_all, layer, v.astype(v_all.dtype), q_index)
+            k, v = k_all[layer].astype(dt), v_all[layer].astype(dt)
+            updated = (k_all, v_all)
         kernel = attention_lib.get_kernel(self.cfg.attention_impl,
                                           chunk_size=self.cfg.attention_chunk_size)
         out = kernel(q, k, v, q_index, q_segment, kv_segment)
-        return jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt)), written
+        return jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt)), updated
 
 
-def _write_rows(cache, new, index):
-    """cache [B, S, K, D] <- new [B, T, K, D] at per-row slots index [B, T]."""
-    return jax.vmap(lambda c, n, i: c.at[i].set(n, mode="drop"))(cache, new, index)
+def _write_rows(stacked, layer, new, index):
+    """stacked [L, B, S, K, D] <- new [B, T, K, D] at [layer, b, index[b, t]].
+
+    One scatter of T rows per slot; slots past the cache end are dropped.
+    """
+    rows = jnp.arange(new.shape[0], dtype=jnp.int32)[:, None]
+    return stacked.at[layer, rows, index].set(new, mode="drop")
 
 
 class MLP(nnx.Module):
@@ -279,12 +289,12 @@ class DecoderLayer(nnx.Module):
         self.mlp = MLP(cfg, dtype=dtype, **kw)
 
     def __call__(self, x, positions, q_index, q_segment, kv_segment, cache_kv=None):
-        h, written = self.self_attn(self.input_layernorm(x), positions, q_index,
+        h, updated = self.self_attn(self.input_layernorm(x), positions, q_index,
                                     q_segment, kv_segment, cache_kv)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
         x = _constrain(x, ("activation_batch", "activation_length", "activation_embed"))
-        return x, written
+        return x, updated
 
 
 def _constrain(x, logical_axes):
@@ -344,8 +354,7 @@ class Qwen3(nnx.Module):
     def _run_layers(self, x, positions, q_index, q_segment, kv_segment, cache):
         cfg = self.config
 
-        def apply(layer, x, ck, cv):
-            cache_kv = None if ck is None else (ck, cv)
+        def apply(layer, x, cache_kv):
             return layer(x, positions, q_index, q_segment, kv_segment, cache_kv)
 
         if cfg.remat:
@@ -355,24 +364,27 @@ class Qwen3(nnx.Module):
             if cache is None:
                 return _scan_no_cache(self.layers, x, apply), None
 
-            @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0),
+            # The whole stacked cache rides in the carry: each layer scatters its
+            # new rows into it in place, and nothing is re-stacked afterwards.
+            @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=nnx.Carry,
                       transform_metadata={nnx.PARTITION_NAME: None})
-            def scan_fn(layer, x, ck, cv):
-                return apply(layer, x, ck, cv)
+            def scan_fn(layer, carry, index):
+                x, k_all, v_all = carry
+                x, (k_all, v_all) = apply(layer, x, (k_all, v_all, index))
+                return x, k_all, v_all
 
-            x, (k, v) = scan_fn(self.layers, x, cache.k, cache.v)
+            x, k, v = scan_fn(self.layers, (x, cache.k, cache.v),
+                              jnp.arange(cfg.num_layers, dtype=jnp.int32))
             return x, KVCache(k=k, v=v)
 
-        new_k, new_v = [], []
+        if cache is None:
+            for layer in self.layers:
+                x, _ = apply(layer, x, None)
+            return x, None
+        k_all, v_all = cache.k, cache.v
         for i, layer in enumerate(self.layers):
-            ck = None if cache is None else cache.k[i]
-            cv = None if cache is None else cache.v[i]
-            x, written = apply(layer, x, ck, cv)
-            if written is not None:
-                new_k.append(written[0])
-                new_v.append(written[1])
-        new_cache = None if cache is None else KVCache(k=jnp.stack(new_k), v=jnp.stack(new_v))
-        return x, new_cache
+            x, (k_all, v_all) = apply(layer, x, (k_all, v_all, i))
+        return x, KVCache(k=k_all, v=v_all)
 
     # -- entry points --------------------------------------------------------------
 
@@ -434,7 +446,7 @@ def _scan_no_cache(stack, x, apply):
     @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
               transform_metadata={nnx.PARTITION_NAME: None})
     def body(layer, x):
-        x, _ = apply(layer, x, None, None)
+        x, _ = apply(layer, x, None)
         return x
 
     return body(stack, x)
