@@ -54,6 +54,12 @@ def get_config(arg: str = "paper") -> ConfigDict:
         prefix_cache_entries=4 if tiny else 64,
         stall_timeout_s=1800.0,
         use_tokenizer=True,
+        # Decode attends over a power-of-two window of the cache covering the longest
+        # live sequence (one compile per window); tiny: one window, fewer compiles.
+        decode_buckets=None,
+        min_decode_bucket=1024 if tiny else 256,
+        # The sampler's weight layout: overrides on top of model.rules (see configs/sampler.py).
+        rules=(("embed", None),),
     ))
     c.grading = ConfigDict(dict(timeout_s=5.0, workers=1 if tiny else 16))
 
