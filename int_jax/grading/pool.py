@@ -52,9 +52,7 @@ def _grade_one(answer: str, gold: str, timeout_s: float) -> str:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _SoftTimeout:
         return Grade.TIMEOUT.value
-    except RecursionError:
-        return Grade.UNPARSABLE.value
-    except Exception:  # a parser bug on odd input is not a correct answer
+    except Exception:  # a parser bug (or RecursionError) on odd input is not a correct answer
         return Grade.UNPARSABLE.value
 
 
@@ -120,11 +118,6 @@ class GraderPool:
         """Worker process ids (for monitoring, and for tests that kill or stop one)."""
         return [w.proc.pid for w in self._workers]
 
-    def _replace(self, i: int) -> None:
-        self._workers[i].kill()
-        self._workers[i] = _Worker(self._ctx)
-        self.restarts += 1
-
     def grade_answers(self, items: list[tuple[str, str]], timeout_s: float) -> list[Grade]:
         """Grade extracted (answer, gold) pairs; one ``Grade`` per item, in order."""
         if not self.usable:
@@ -184,9 +177,7 @@ class GraderPool:
                     w.conn.send((idx, answer, gold, timeout_s))
                 except OSError:  # died while idle: nothing of ours was running there
                     pending.appendleft(idx)
-                    pending.extendleft(reversed(w.in_flight))
-                    w.in_flight.clear()
-                    self._replace(i)
+                    self._requeue_and_replace(i, pending)
                     continue
                 if not w.in_flight:
                     w.head_since = now
@@ -200,10 +191,17 @@ class GraderPool:
         if w.in_flight:
             results[w.in_flight.popleft()] = Grade.TIMEOUT
             done = 1
-        pending.extendleft(reversed(w.in_flight))
-        w.in_flight.clear()
-        self._replace(i)
+        self._requeue_and_replace(i, pending)
         return done
+
+    def _requeue_and_replace(self, i: int, pending: collections.deque) -> None:
+        """Put worker ``i``'s queued items back at the front of ``pending`` (in order)
+        and start a replacement worker."""
+        w = self._workers[i]
+        pending.extendleft(reversed(w.in_flight))
+        w.kill()
+        self._workers[i] = _Worker(self._ctx)
+        self.restarts += 1
 
     def close(self) -> None:
         if self._closed:
