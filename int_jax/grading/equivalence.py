@@ -177,9 +177,10 @@ def equivalent(answer: str, gold: str) -> Grade:
         return Grade.NO_ANSWER
     if a.replace(" ", "") == g.replace(" ", ""):
         return Grade.CORRECT
-    if is_prose(main_part(g)):
+    g_main = main_part(g)
+    if is_prose(g_main):
         return Grade.CORRECT if bag_of_words(a) == bag_of_words(g) else Grade.WRONG
-    gold_parsed = parse_math(_as_list(main_part(g)))
+    gold_parsed = parse_math(_as_list(g_main))
     answer_parsed = parse_math(_as_list(main_part(_strip_unit(_strip_quantifier(a)))))
     if not answer_parsed:
         return Grade.UNPARSABLE
