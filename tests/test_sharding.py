@@ -61,3 +61,22 @@ def test_rules_from_config_change_the_layout():
     rules = sharding.rules_from_config([["embed", None], ["mlp", ["fsdp"]]])
     model = sharding.shard_model(qwen3.create(cfg), mesh, rules)
     assert model.layers[0].mlp.gate_proj[...].sharding.spec == P(None, "fsdp")
+
+
+def test_distributed_start_up_runs_before_any_backend(tmp_path):
+    """jax.distributed.initialize refuses once a backend exists: nothing may touch one first."""
+    import subprocess
+    import sys
+
+    script = (
+        "import jax, jax._src.xla_bridge as xb\n"
+        "from int_jax.models import sharding\n"
+        "seen = []\n"
+        "jax.distributed.initialize = lambda: seen.append(xb.backends_are_initialized())\n"
+        "sharding.maybe_initialize_distributed(True)\n"
+        "sharding.maybe_initialize_distributed(False)\n"
+        "print(seen)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[False]"

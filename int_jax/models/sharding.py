@@ -73,8 +73,12 @@ class MeshConfig:
 
 
 def maybe_initialize_distributed(enabled: bool) -> None:
-    """Multi-host start-up (TPU pods, multi-node GPU); a no-op when disabled."""
-    if enabled and jax.process_count() == 1:
+    """Multi-host start-up (TPU pods, multi-node GPU); a no-op when disabled.
+
+    Must run before anything touches a JAX backend (even `jax.process_count()`
+    starts one, after which `initialize` refuses), so only `is_initialized` is asked.
+    """
+    if enabled and not jax.distributed.is_initialized():
         jax.distributed.initialize()
 
 
