@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -88,5 +89,5 @@ def main(config: ConfigDict, args: list[str]) -> int:
 def _stored_dtype(hf_path) -> jnp.dtype:
     """Keep the checkpoint's own dtype so HF -> orbax -> HF is bit-identical."""
     reader = hf.SafetensorsReader(hf_path)
-    name = next(iter(sorted(reader.names())))
-    return jnp.dtype(reader.get(name).dtype)
+    smallest = min(reader.names(), key=lambda name: math.prod(reader.shape(name)))  # a norm weight
+    return jnp.dtype(reader.get(smallest).dtype)

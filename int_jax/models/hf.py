@@ -20,7 +20,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
@@ -152,6 +151,7 @@ class SafetensorsReader:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._handles: dict[Path, object] = {}
         index = self.path / "model.safetensors.index.json"
         if index.exists():
             try:
@@ -167,10 +167,9 @@ class SafetensorsReader:
             for f in files:
                 for name in self._open(f).keys():
                     self._file_of[name] = f
-        self._handles: dict[Path, object] = {}
 
     def _open(self, file: Path):
-        if file in getattr(self, "_handles", {}):
+        if file in self._handles:
             return self._handles[file]
         if not file.exists():
             raise CheckpointError(f"{file}: listed in the index but missing")
@@ -178,8 +177,7 @@ class SafetensorsReader:
             handle = safe_open(str(file), framework="numpy")
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{file}: corrupt or unreadable safetensors file ({e})") from e
-        if hasattr(self, "_handles"):
-            self._handles[file] = handle
+        self._handles[file] = handle
         return handle
 
     def names(self) -> set[str]:
@@ -375,5 +373,3 @@ def save_pretrained(model: Qwen3, path: str | os.PathLike, *, dtype=None,
 def _param_dtype(model: Qwen3):
     return np.dtype(model.embed_tokens.get_value().dtype)
 
-
-BF16 = ml_dtypes.bfloat16

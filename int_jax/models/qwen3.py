@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from int_jax.models import attention as attention_lib
+from int_jax.models import sharding
 
 QWEN3_END_TOKEN_IDS = (151645, 151643)  # <|im_end|>, <|endoftext|>
 
@@ -293,15 +294,10 @@ class DecoderLayer(nnx.Module):
                                     q_segment, kv_segment, cache_kv)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
-        x = _constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+        x = sharding.constrain(x, ("activation_batch", "activation_length", "activation_embed"))
         return x, updated
 
 
-def _constrain(x, logical_axes):
-    """Shard an activation by logical names when a rules context is active."""
-    from int_jax.models import sharding  # local: sharding imports this module's types
-
-    return sharding.constrain(x, logical_axes)
 
 
 # --------------------------------------------------------------------------- model
@@ -339,7 +335,7 @@ class Qwen3(nnx.Module):
 
     def embed(self, input_ids):
         x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
-        return _constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+        return sharding.constrain(x, ("activation_batch", "activation_length", "activation_embed"))
 
     def project(self, hidden):
         """Final-normed hidden [B, T, D] -> fp32 logits [B, T, V]."""
