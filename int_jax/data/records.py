@@ -380,10 +380,10 @@ def iter_records(path: str | os.PathLike, cls: type[R]) -> Iterator[R]:
     path = Path(path)
     with open(path, "rb") as f:
         raw = f.read()
-    lines = raw.split(b"\n")
+    lines = raw.split(b"\n")  # after a final newline, the last entry is empty (skipped)
     torn_candidate = not raw.endswith(b"\n")
-    last = len(lines) - 1 if raw.endswith(b"\n") else len(lines)
-    for lineno, line in enumerate(lines[:last], start=1):
+    last = len(lines)
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
