@@ -71,7 +71,6 @@ def run(config: ConfigDict, ctx=None) -> dict:
         return manifest
     problems, rollouts = rollout.load_outputs(config)
     proposals = read_stage(config, "propose", "proposals.jsonl", Proposal)
-    stage.begin()
     by_attempt = collections.defaultdict(list)
     for p in proposals:
         by_attempt[p.rollout_id].append(p)
@@ -81,6 +80,7 @@ def run(config: ConfigDict, ctx=None) -> dict:
         raise StageError(f"{stage_dir(config, 'propose') / 'proposals.jsonl'}: proposals for "
                          f"attempts the rollout stage did not write, e.g. {unknown[0]!r}")
     items = [Item(rid, (attempts[rid], props)) for rid, props in by_attempt.items()]
+    stage.begin()
 
     def process(batch, seed):
         del seed
