@@ -20,6 +20,7 @@ from int_jax.data.records import Problem, iter_records
 from int_jax.grading.grade import Grade
 from int_jax.intervention.prompts import PromptSet
 from int_jax.sampling.types import Completion, Sampler, SamplingParams
+from int_jax.stages.base import fingerprint
 
 log = logging.getLogger("int_jax.stages")
 
@@ -189,8 +190,6 @@ def context(config: ConfigDict, ctx: Context | None = None):
     """`ctx` when a caller shares one (the demo: one model for every stage), else a
     fresh Context whose grader processes are stopped on the way out."""
     if ctx is not None:
-        from int_jax.stages.base import fingerprint
-
         if fingerprint(ctx.config, CONTEXT_SECTIONS) != fingerprint(config, CONTEXT_SECTIONS):
             raise ValueError(f"a shared Context must be built from the same {CONTEXT_SECTIONS} "
                              "config sections as the stage it serves")
