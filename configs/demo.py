@@ -4,8 +4,6 @@
 success path replayed by the ScriptedSampler. Outputs: runs/demo[-scripted]/.
 """
 
-from int_jax.model_config import model_config  # noqa: F401  (configs/int.py embeds it)
-
 
 def get_config(arg: str = "model"):
     import importlib.util
