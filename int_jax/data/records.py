@@ -145,10 +145,12 @@ class Record:
         return cls.from_dict(data)
 
 
-def _check_grade(value: str | None) -> None:
-    if value is not None and value not in _GRADES:
+def _check_grade(value: str | None, field: str = "grade", *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if value not in _GRADES:
         raise RecordError(f"unknown grade {value!r}; expected one of {sorted(_GRADES)}",
-                          field="grade")
+                          field=field)
 
 
 @dataclasses.dataclass
@@ -241,9 +243,7 @@ class Continuation(Record):
             raise RecordError(f"unknown condition {self.condition!r}; expected one of "
                               f"{CONTINUATION_CONDITIONS}", field="condition")
         for i, g in enumerate(self.grades):
-            if g not in _GRADES:
-                raise RecordError(f"unknown grade {g!r}; expected one of {sorted(_GRADES)}",
-                                  field=f"grades[{i}]")
+            _check_grade(g, f"grades[{i}]", optional=False)
         lists = {"answers": self.answers, "completion_tokens": self.completion_tokens,
                  "finish_reasons": self.finish_reasons}
         if self.texts is not None:
