@@ -127,26 +127,34 @@ def cudnn_attention(q, k, v, q_index, q_segment, kv_segment):
     )
 
 
+def _flash(chunk_size):
+    from int_jax.models import flash  # blocked, causal-skipping, hand-written backward
+
+    return functools.partial(flash.flash_attention, block_size=chunk_size)
+
+
+def _splash(chunk_size):
+    from int_jax.models import splash  # TPU only; imported lazily.
+
+    return splash.splash_attention
+
+
+# Config name -> factory(chunk_size) -> kernel. `chunk_size` is the key block of
+# the blocked kernels; the others ignore it.
 KERNELS = {
-    "xla": xla_attention,
-    "chunked": chunked_attention,
-    "cudnn": cudnn_attention,
+    "xla": lambda chunk_size: xla_attention,
+    "chunked": lambda chunk_size: functools.partial(chunked_attention, chunk_size=chunk_size),
+    "flash": _flash,
+    "cudnn": lambda chunk_size: cudnn_attention,
+    "splash": _splash,
 }
 
 
 def get_kernel(name: str, *, chunk_size: int = 512):
     """Look up an attention kernel by config name; unknown names are an error."""
-    if name == "chunked":
-        return functools.partial(chunked_attention, chunk_size=chunk_size)
-    if name == "flash":
-        from int_jax.models import flash  # blocked, causal-skipping, hand-written backward
-        return functools.partial(flash.flash_attention, block_size=chunk_size)
-    if name == "splash":
-        from int_jax.models import splash  # TPU only; imported lazily.
-        return splash.splash_attention
     try:
-        return KERNELS[name]
+        factory = KERNELS[name]
     except KeyError:
         raise ValueError(
-            f"unknown attention_impl {name!r}; choose one of "
-            f"{sorted([*KERNELS, 'flash', 'splash'])}") from None
+            f"unknown attention_impl {name!r}; choose one of {sorted(KERNELS)}") from None
+    return factory(chunk_size)
