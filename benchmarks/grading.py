@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from int_jax.grading.answers import extract_answer  # noqa: E402
 from int_jax.grading.verify import Grade, GraderPool, grade_batch  # noqa: E402
 
 BUILTIN_GOLDS = ["3", r"$\frac{1}{2}$", r"$-\frac{2}{3},0,\frac{2}{3}$", "$P(x)=-1, P(x)=x+1$",
@@ -52,7 +53,7 @@ def load_golds(path: str | None) -> list[str]:
     return BUILTIN_GOLDS
 
 
-def variants(gold: str, rng: random.Random) -> list[str]:
+def variants(gold: str) -> list[str]:
     """A right answer, same answer written differently, and plausible wrong answers."""
     g = gold.strip().strip(".").strip("$").strip()
     out = [g, g, g.replace(r"\frac", r"\dfrac") + " "]
@@ -71,7 +72,7 @@ def make_pairs(golds: list[str], n: int, seed: int = 0, tokens: int = 7000) -> l
     chars = tokens * 4  # ~4 characters per token
     while len(pairs) < n:
         gold = rng.choice(golds)
-        answers = variants(gold, rng)
+        answers = variants(gold)
         for _ in range(min(25, n - len(pairs))):  # 25 samples per problem
             body, size = [], 0
             while size < chars:
@@ -120,8 +121,6 @@ def main() -> None:
         grade_batch(pairs[:2], pool=pool)  # workers started: not timed
         t = time.perf_counter()
         if args.no_dedup:
-            from int_jax.grading.answers import extract_answer
-
             extracted = [extract_answer(r) for r, _ in pairs]
             items = [(a or "", g) for (a, _), (_, g) in zip(extracted, pairs)]
             ours = pool.grade_answers(items, args.timeout)
@@ -143,8 +142,6 @@ def main() -> None:
     print(f"plain math-verify loop (parse whole response + verify, one process): "
           f"{len(pairs) / t_plain:,.0f} gradings/s ({t_plain:.1f}s); "
           f"{sum(theirs)} correct")
-    from int_jax.grading.answers import extract_answer
-
     unique = len({(extract_answer(r)[0], g) for r, g in pairs})
     print(f"distinct (answer, gold) pairs: {unique}; "
           + ("every pair sent to the workers (--no-dedup)" if args.no_dedup else "each graded once"))
