@@ -36,6 +36,7 @@ class BenchmarkSpec:
     source: str = ""  # default ``Problem.source`` when the file has no source column
     hf_repo: str | None = None  # Hugging Face dataset repo for ``fetch``
     hf_split: str = "train"
+    url: str | None = None  # or a direct download of the one file, for ``fetch``
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -43,6 +44,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         {"id": "Problem ID", "problem": "Problem", "answer": "Short Answer",
          "source": "Source", "meta": ["Category", "Subcategory"]},
         source="IMO-AnswerBench",
+        url="https://raw.githubusercontent.com/google-deepmind/superhuman/main/imobench/"
+            "answerbench.csv",
     ),
     "amo_bench": BenchmarkSpec(
         {"id": "question_id", "problem": "prompt", "answer": "answer",
@@ -187,29 +190,24 @@ def load_benchmark(name: str, path: str | os.PathLike, **mapping: Any) -> list[P
                          source=spec.source)
 
 
-_IMO_ANSWERBENCH_URL = (
-    "https://raw.githubusercontent.com/google-deepmind/superhuman/main/imobench/answerbench.csv"
-)
-
-
 def fetch(name: str, out_dir: str | os.PathLike) -> Path:
     """Download a benchmark into ``out_dir``; returns the file to pass to
     ``load_benchmark``. Needs a network (and ``huggingface_hub`` for hub datasets)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if name == "imo_answerbench":
+    spec = BENCHMARKS.get(name)
+    if spec is not None and spec.url is not None:
         import urllib.error
         import urllib.request
 
-        dest = out_dir / "imo_answerbench.csv"
+        dest = out_dir / (name + Path(spec.url).suffix)
         try:
-            with urllib.request.urlopen(_IMO_ANSWERBENCH_URL, timeout=30) as r:
+            with urllib.request.urlopen(spec.url, timeout=30) as r:
                 dest.write_bytes(r.read())
         except (urllib.error.URLError, OSError) as e:
-            raise RuntimeError(f"cannot download {name} from {_IMO_ANSWERBENCH_URL} "
+            raise RuntimeError(f"cannot download {name} from {spec.url} "
                                f"(offline?): {e}") from None
         return dest
-    spec = BENCHMARKS.get(name)
     if spec is None or spec.hf_repo is None:
         raise ValueError(f"no download location known for {name!r}; load it from a local "
                          "file with load_benchmark(name, path)")
