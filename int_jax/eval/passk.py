@@ -95,5 +95,4 @@ def summarize_samples(samples: Iterable, **kwargs) -> dict[str, Scores]:
         nc = counts[s.benchmark][s.problem_id]
         nc[0] += 1
         nc[1] += getattr(s.grade, "value", s.grade) == "correct"
-    return {b: summarize({p: (n, c) for p, (n, c) in probs.items()}, **kwargs)
-            for b, probs in sorted(counts.items())}
+    return {b: summarize(probs, **kwargs) for b, probs in sorted(counts.items())}
