@@ -72,10 +72,6 @@ class EncodedExample:
     def __len__(self) -> int:
         return len(self.ids)
 
-    @property
-    def num_weighted(self) -> int:
-        return sum(1 for w in self.loss_weights if w != 0)
-
 
 def _template(tokenizer, messages, **template_kwargs) -> str:
     _check_messages(messages)
