@@ -81,8 +81,9 @@ def example_features(ex: EncodedExample, index: int) -> dict:
             "example": np.full((n,), index + 1, np.int32)}
 
 
-def _bucket(length: int, seq_len: int) -> int:
-    b = MIN_BUCKET
+def length_bucket(length: int, seq_len: int, smallest: int = MIN_BUCKET) -> int:
+    """The power of two (from `smallest`) holding `length`, capped at `seq_len`."""
+    b = smallest
     while b < length:
         b *= 2
     return min(b, seq_len)
@@ -90,7 +91,7 @@ def _bucket(length: int, seq_len: int) -> int:
 
 def _pad_batch(examples: Sequence[dict], seq_len: int, fixed: bool) -> dict:
     longest = max(len(e["ids"]) for e in examples)
-    t = seq_len if fixed else _bucket(longest, seq_len)
+    t = seq_len if fixed else length_bucket(longest, seq_len)
     out = {k: np.zeros((len(examples), t), np.float32 if k == "loss_weights" else np.int32)
            for k in FIELDS}
     for r, e in enumerate(examples):

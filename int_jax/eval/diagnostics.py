@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from int_jax.data.loaders import SFTRecord
+from int_jax.data.loaders import SFTRecord, length_bucket
 from int_jax.data.tokenize import PROMPT, encode_example
 from int_jax.train import sft
 from int_jax.train.state import ModelDef
@@ -31,13 +31,6 @@ def _scorer(model_def: ModelDef, chunk_size: int):
         targets = jnp.concatenate([ids[:, 1:], jnp.zeros_like(ids[:, :1])], axis=1)
         return sft.token_stats(model, hidden, targets, chunk_size=chunk_size, entropy=True)
     return score
-
-
-def _bucket(n: int) -> int:
-    b = 64
-    while b < n:
-        b *= 2
-    return b
 
 
 def segment_diagnostics(model, tokenizer, records: list[SFTRecord], *, cutoff_len: int = 16384,
@@ -57,7 +50,7 @@ def segment_diagnostics(model, tokenizer, records: list[SFTRecord], *, cutoff_le
         if ex is None:
             continue
         n = len(ex.ids)
-        t = min(_bucket(n), max(cutoff_len, n))
+        t = length_bucket(n, cutoff_len, smallest=64)  # n <= cutoff_len: encode cuts there
         ids = np.zeros((1, t), np.int32)
         ids[0, :n] = ex.ids
         seg = np.zeros((1, t), np.int32)
