@@ -29,6 +29,11 @@ def _ready(fn, *args):
     return lambda: jax.block_until_ready(fn(*args))
 
 
+def _label(kernel: str, block: int) -> str:
+    """Kernel name, with its block size where the kernel takes one."""
+    return f"{kernel}/{block}" if kernel in ("flash", "chunked") else kernel
+
+
 def attention_rows(seq, kernels, repeats):
     import jax
     import jax.numpy as jnp
@@ -51,7 +56,7 @@ def attention_rows(seq, kernels, repeats):
         f = jax.jit(lambda q, k, v, kern=kern: kern(q, k, v, idx, seg, seg))
         g = jax.jit(jax.grad(lambda q, k, v, kern=kern: jnp.sum(kern(q, k, v, idx, seg, seg) ** 2),
                              argnums=(0, 1, 2)))
-        label = f"{name}/{block}" if name in ("flash", "chunked") else name
+        label = _label(name, block)
         fns[f"{label} fwd"] = _ready(f, q, k, v)
         fns[f"{label} fwd+bwd"] = _ready(g, q, k, v)
     qt, kt, vt = (torch.tensor(np.asarray(x)).transpose(1, 2).requires_grad_() for x in (q, k, v))
@@ -100,7 +105,7 @@ def model_rows(seq, layers, kernels, repeats):
             terms = sft.sft_loss(model_def.merge(p), batch)
             return terms.total / terms.weight
 
-        label = f"{name}/{block}" if name in ("flash", "chunked") else name
+        label = _label(name, block)
         fns[f"ours {label} loss fwd"] = _ready(jax.jit(loss), params)
         fns[f"ours {label} loss fwd+bwd"] = _ready(jax.jit(jax.grad(loss)), params)
     peer = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(
