@@ -20,6 +20,7 @@ from prefill, so its steps emit the token they *sample*. `lagged` picks one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Sequence
@@ -208,7 +209,7 @@ class DecodeCore:
 
     def _trace_context(self):
         if self.mesh is None:
-            return _null_context()
+            return contextlib.nullcontext()
         return sharding_lib.activation_rules(self.mesh, self.rules)
 
     def _model(self, params) -> Qwen3:
@@ -422,14 +423,6 @@ def _cache_size(fn) -> int:
         return fn._cache_size()
     except AttributeError:  # pragma: no cover - older/newer jax without the helper
         return 0
-
-
-class _null_context:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def unpack_rows(out: np.ndarray):
