@@ -385,21 +385,23 @@ class DecodeCore:
         """The attention window the next step will use."""
         return decode_window.window_for(self.live.needed(), self.decode_buckets)
 
-    def step(self, params, state: DecodeState, window: int | None = None):
-        """One decode step for all slots; `window` overrides the host's choice (tests)."""
+    def _checked_window(self, window: int | None) -> int:
+        """The host's window, or an override that must be one of the decode buckets."""
         window = self.window() if window is None else int(window)
         if window not in self.decode_buckets:
             raise ValueError(f"decode window {window} is not one of the buckets {self.decode_buckets}")
+        return window
+
+    def step(self, params, state: DecodeState, window: int | None = None):
+        """One decode step for all slots; `window` overrides the host's choice (tests)."""
+        window = self._checked_window(window)
         out = self._timed(self._step, params, state, window)
         self.live.stepped()
         return out
 
     def step_logits(self, params, state: DecodeState, window: int | None = None) -> jax.Array:
         """fp32 logits [slots, V] the next step would sample from (state untouched)."""
-        window = self.window() if window is None else int(window)
-        if window not in self.decode_buckets:
-            raise ValueError(f"decode window {window} is not one of the buckets {self.decode_buckets}")
-        return self._logits(params, state, window)
+        return self._logits(params, state, self._checked_window(window))
 
     def observe_rows(self, rows: np.ndarray) -> None:
         """Host rows of a step (in step order): finished slots leave the window bound.
