@@ -377,9 +377,18 @@ class DecodeCore:
         live = True
         if not self.lagged:  # insert retires a request its first token already finished
             token = int(jax.device_get(prefix.token))
-            live = not (token in self.stop_ids or max_new <= 1 or length >= self.max_len - 1)
+            live = self.first_token_finish(token, int(length), int(max_new)) == FINISH_NONE
         self.live.inserted(int(slot), int(length), int(max_new), int(tag), live=live)
         return state
+
+    def first_token_finish(self, token: int, length: int, max_new: int) -> int:
+        """Host twin of `_finish_code` for a prefill's first token (the 1st generated,
+        fed at position `length`): what the 0.3.0 contract reports and insert retires."""
+        if int(token) in self.stop_ids:
+            return FINISH_STOP
+        if max_new <= 1 or length >= self.max_len - 1:
+            return FINISH_LENGTH
+        return FINISH_NONE
 
     def window(self) -> int:
         """The attention window the next step will use."""

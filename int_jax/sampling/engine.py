@@ -277,12 +277,9 @@ class Qwen3Engine(engine_api.Engine):
         host = jax.device_get([(p.token, p.logprob, p.model_logprob, p.length, p.max_new, p.tag)
                                for p in prefixes])
         for r, (tok, lp, mlp, length, max_new, tag) in enumerate(host):
-            stop = int(tok) in self.stop_ids
-            full = max_new <= 1 or length >= self.core.max_len - 1
             rows[r] = (tok, 1, 1, tag, np.float32(lp).view(np.int32),
                        np.float32(mlp).view(np.int32),
-                       decode_lib.FINISH_STOP if stop else
-                       decode_lib.FINISH_LENGTH if full else decode_lib.FINISH_NONE,
+                       self.core.first_token_finish(int(tok), int(length), int(max_new)),
                        0)  # OUT_WINDOW_MISS: prefill attends over the whole prompt
         return compat.step_rows(rows, self.listener, samples_per_slot=len(prefixes))
 
