@@ -70,6 +70,14 @@ def truncation_threshold(scaled, top_k, top_p, max_top_k=DEFAULT_MAX_TOP_K):
     return jnp.where(small_k, small, other)
 
 
+def _truncated_logits(logits, temperature, top_p, top_k, max_top_k):
+    """(greedy rows [B], temperature-scaled logits [B, V] with truncated tokens at -inf)."""
+    greedy = temperature <= 0.0
+    scaled = logits / jnp.where(greedy, 1.0, temperature)[:, None]
+    threshold = truncation_threshold(scaled, top_k, top_p, max_top_k)
+    return greedy, jnp.where(scaled >= threshold[:, None], scaled, _NEG)
+
+
 def sample(logits, key, temperature, top_p, top_k, *, max_top_k=DEFAULT_MAX_TOP_K):
     """Draw one token per row.
 
@@ -80,10 +88,7 @@ def sample(logits, key, temperature, top_p, top_k, *, max_top_k=DEFAULT_MAX_TOP_
     """
     logits = logits.astype(jnp.float32)
     model_logp = jax.nn.log_softmax(logits, axis=-1)
-    greedy = temperature <= 0.0
-    scaled = logits / jnp.where(greedy, 1.0, temperature)[:, None]
-    threshold = truncation_threshold(scaled, top_k, top_p, max_top_k)
-    masked = jnp.where(scaled >= threshold[:, None], scaled, _NEG)
+    greedy, masked = _truncated_logits(logits, temperature, top_p, top_k, max_top_k)
     gumbel = jax.vmap(lambda k: jax.random.gumbel(k, logits.shape[-1:], jnp.float32))(key)
     drawn = jnp.argmax(masked + gumbel, axis=-1)
     argmax = jnp.argmax(logits, axis=-1)
@@ -98,9 +103,7 @@ def sample(logits, key, temperature, top_p, top_k, *, max_top_k=DEFAULT_MAX_TOP_
 def truncated_distribution(logits, temperature, top_p, top_k, max_top_k=DEFAULT_MAX_TOP_K):
     """The exact probabilities `sample` draws from ([B, V]); for tests and diagnostics."""
     logits = logits.astype(jnp.float32)
-    greedy = temperature <= 0.0
-    scaled = logits / jnp.where(greedy, 1.0, temperature)[:, None]
-    threshold = truncation_threshold(scaled, top_k, top_p, max_top_k)
-    probs = jax.nn.softmax(jnp.where(scaled >= threshold[:, None], scaled, _NEG), axis=-1)
+    greedy, masked = _truncated_logits(logits, temperature, top_p, top_k, max_top_k)
+    probs = jax.nn.softmax(masked, axis=-1)
     onehot = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1])
     return jnp.where(greedy[:, None], onehot, probs)
