@@ -190,10 +190,6 @@ class Qwen3Engine(engine_api.Engine):
 
     # -- prompts -------------------------------------------------------------------
 
-    @property
-    def buckets(self) -> tuple[int, ...]:
-        return self.core.buckets
-
     def check_prompt_length(self, length: int) -> None:
         if length <= 0:
             raise ValueError("empty prompt: at least one token is needed")
