@@ -1,5 +1,6 @@
 """Parsing the proposer's `<intervention>` block: realistic answers and model slips."""
 
+import json
 import time
 
 import pytest
@@ -146,8 +147,29 @@ def test_deadline_makes_it_unparsable():
 
 
 def test_last_block_reports_missing_close():
-    assert last_block("a <intervention>x</intervention> <intervention>y") == ("y", True)
+    assert last_block("a <intervention>y") == ("y", True)
     assert last_block("nothing") == (None, False)
+
+
+def test_last_closed_block_wins_over_a_later_bare_tag():
+    # The model refers to its block after writing it: the bare tag never closes.
+    text = (VERIFY + '<intervention>{"location": 2, "content": "Check x = 1 first."}</intervention>'
+            "\n\nI put the fix in the <intervention> block above.")
+    r = parse_intervention(text)
+    assert r.ok, (r.error, r.detail)
+    assert (r.location, r.content, r.repairs) == (2, "Check x = 1 first.", ())
+    assert last_block("a <intervention>x</intervention> <intervention>y") == ("x", False)
+    # A later bare closing tag does not stretch the block past its own closing tag.
+    assert last_block("<intervention>x</intervention> see </intervention>") == ("x", False)
+
+
+@pytest.mark.parametrize("location", ["Step 5", "Substep 5", "**Substep 5:**", "substep #5", "5-6",
+                                      "5–6", "Steps 5-6", " 5 - 6 "])
+def test_location_forms_the_authors_parser_reads_as_the_first_number(location):
+    r = parse_intervention('<intervention>{"location": %s, "content": "Fix."}</intervention>'
+                           % json.dumps(location))
+    assert r.ok, (r.error, r.detail)
+    assert r.location == 5 and "location_string" in r.repairs
 
 
 def test_non_text_input():

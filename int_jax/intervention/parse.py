@@ -5,7 +5,8 @@ Model text is untrusted: nothing here evaluates it. The last block is parsed as
 JSON; before that, one linear, string-aware pass rewrites the slips models
 usually make (LaTeX backslashes that are not JSON escapes, raw newlines inside
 strings, single-quoted strings, trailing commas, stray inner double quotes, code
-fences, text around the object), and a location written as "Step 7" is read as 7.
+fences, text around the object), and a location written as "Step 7", "Substep 7"
+or "7-8" is read as 7. The last block that closes wins over a later bare tag.
 Every repair applied is reported, so a run can count strict vs repaired parses.
 
 Bounds: only the last `max_text_chars` of a response are searched, a block over
@@ -26,7 +27,10 @@ TIME_LIMIT_S = 1.0
 _OPEN = re.compile(r"<[ \t]*intervention[ \t]*>", re.IGNORECASE)
 _CLOSE = re.compile(r"<[ \t]*/[ \t]*intervention[ \t]*>", re.IGNORECASE)
 _FENCE = re.compile(r"^```[A-Za-z0-9_-]*[ \t]*\n?|\n?[ \t]*```$")
-_LOCATION = re.compile(r"^\s*(?:step)?\s*#?\s*(\d{1,6})\s*[.:]?\s*$", re.IGNORECASE)
+# "7", "Step 7", "step #7.", "Substep 5", "**Substep 5:**", and a range "5-6" / "Steps 5–6"
+# read as its first number (as the authors' parser does).
+_LOCATION = re.compile(r"^[\s*]*(?:sub[ -]?)?(?:steps?)?\s*#?\s*(\d{1,6})"
+                       r"(?:\s*[-\u2013\u2014]\s*\d{1,6})?\s*[.:]?[\s*]*$", re.IGNORECASE)
 # After `\n` these letters start a LaTeX command, not a newline (`\neq`, `\nabla`).
 _LATEX_AFTER_N = frozenset({
     "ne", "neq", "nabla", "neg", "nu", "not", "notin", "ni", "nmid", "nleq", "ngeq", "nless",
@@ -61,17 +65,27 @@ def _fail(error: str, detail: str, repairs=()) -> ParseResult:
 
 
 def last_block(text: str, max_text_chars: int = MAX_TEXT_CHARS) -> tuple[str | None, bool]:
-    """Content of the last intervention block, and whether its closing tag was missing."""
+    """Content of the last intervention block, and whether its closing tag was missing.
+
+    The last *closed* block wins (from the last opening tag that some closing tag
+    follows, to the first closing tag after it), so a bare mention of the tag after
+    the block ("the <intervention> block above") changes nothing. Only when no block
+    closes is the text after the last opening tag taken, as a cut-off answer.
+    """
     tail = text[-max_text_chars:]
-    start = None
+    last_close = None
+    for m in _CLOSE.finditer(tail):
+        last_close = m
+    start = opened = None
     for m in _OPEN.finditer(tail):
-        start = m.end()
-    if start is None:
+        opened = m.end()
+        if last_close is not None and m.end() <= last_close.start():
+            start = m.end()
+    if start is not None:
+        return tail[start:_CLOSE.search(tail, start).start()], False
+    if opened is None:
         return None, False
-    close = _CLOSE.search(tail, start)
-    if close is None:
-        return tail[start:], True
-    return tail[start:close.start()], False
+    return tail[opened:], True
 
 
 def _word_after(s: str, i: int, limit: int = 16) -> str:
