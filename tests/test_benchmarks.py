@@ -1,5 +1,6 @@
 """Benchmark loaders: each fixture format maps to the right Problem records."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,23 @@ def test_fetch_unknown_benchmark_is_a_clear_error(tmp_path):
     assert "amo_bench" in BENCHMARKS
     with pytest.raises(ValueError, match="no download location"):
         fetch("int_hard", tmp_path)
+
+
+def test_int_hard_set_keeps_the_first_of_repeated_problems_and_counts_the_rest(caplog):
+    # Rows 3 and 4 repeat the problems of rows 1 and 2 (row 3 with another reference).
+    path = FIX / "int_hard_duplicates.jsonl"
+    with caplog.at_level("WARNING", logger="int_jax.data.benchmarks"):
+        ps = load_benchmark("int_hard", path)
+    assert [p.id for p in ps] == [p.id for p in load_benchmark("int_hard", FIX / "int_hard_sample.jsonl")]
+    assert ps[0].reference_solution.startswith("List them")  # the first row wins
+    assert ps.duplicates == 2
+    assert any(str(path) in r.getMessage() and "2 repeated" in r.getMessage() for r in caplog.records)
+    assert load_benchmark("int_hard", FIX / "int_hard_sample.jsonl").duplicates == 0
+
+
+def test_a_repeated_id_column_value_is_still_an_error(tmp_path):
+    path = tmp_path / "amo.jsonl"
+    row = {"question_id": 1, "prompt": "A?", "answer": "1", "solution": "s", "answer_type": "n"}
+    path.write_text(json.dumps(row) + "\n" + json.dumps(dict(row, prompt="B?")) + "\n")
+    with pytest.raises(RecordError, match=r"amo\.jsonl:2: field 'id': duplicate problem id 'amo-1'"):
+        load_benchmark("amo_bench", path)

@@ -5,6 +5,11 @@ reader for JSONL / JSON / CSV / Parquet, so a new benchmark is a registry entry 
 mapping in a config, not new code. A missing column or empty required value is an
 error naming the file, the line (row, for Parquet) and the field.
 
+A set without an id column (the InT hard set) gets ids that hash the problem
+text, so a problem written twice is the same problem: the first row is kept, the
+repeats are dropped, logged and counted (``Problems.duplicates``). A repeated
+value of an id column is still an error: two problems would share one id.
+
 Only ``fetch`` touches the network (the Hugging Face hub); everything else reads
 local paths.
 """
@@ -15,12 +20,15 @@ import csv
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from int_jax.data.records import Problem, RecordError
+
+log = logging.getLogger(__name__)
 
 # Record fields a mapping may name; "meta" maps to a list of columns kept verbatim.
 _REQUIRED = ("problem", "answer")
@@ -73,6 +81,13 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 
+class Problems(list):
+    """The loaded ``Problem`` records (a list), with ``duplicates``: how many rows
+    repeated the text of an earlier problem in a set whose ids hash the text."""
+
+    duplicates: int = 0
+
+
 def _rows(path: Path) -> Iterator[tuple[str, dict]]:
     """(location, row) pairs; location is "line N" (file lines) or "row N" (Parquet)."""
     suffix = path.suffix.lower()
@@ -121,7 +136,7 @@ def _text(value: Any) -> str:
 
 
 def load_problems(path: str | os.PathLike, mapping: Mapping[str, Any], *,
-                  id_prefix: str = "", source: str = "") -> list[Problem]:
+                  id_prefix: str = "", source: str = "") -> Problems:
     """Load any table as problems. ``mapping``: record field -> column name, with
     ``problem`` and ``answer`` required, ``id``, ``reference_solution`` and ``source``
     optional, and ``meta`` a list of columns copied into ``Problem.meta``."""
@@ -133,7 +148,7 @@ def load_problems(path: str | os.PathLike, mapping: Mapping[str, Any], *,
         if field not in mapping:
             raise ValueError(f"mapping must name a column for {field!r}")
     meta_cols = list(mapping.get("meta", []))
-    problems, seen = [], {}
+    problems, seen = Problems(), {}
     for where, row in _rows(path):
         line = where if where.isdigit() else None
 
@@ -156,12 +171,16 @@ def load_problems(path: str | os.PathLike, mapping: Mapping[str, Any], *,
         for col in meta_cols:
             if col not in row:
                 raise err(f"missing column {col!r}", "meta")
-        if values.get("id"):
-            pid = id_prefix + values["id"]
-        else:
+        hashed = not values.get("id")
+        if hashed:
             pid = id_prefix + hashlib.sha1(values["problem"].encode()).hexdigest()[:12]
+        else:
+            pid = id_prefix + values["id"]
         if pid in seen:
-            raise err(f"duplicate problem id {pid!r} (first at {seen[pid]})", "id")
+            if not hashed:
+                raise err(f"duplicate problem id {pid!r} (first at {seen[pid]})", "id")
+            problems.duplicates += 1  # the same text again: keep the first row
+            continue
         seen[pid] = where
         problems.append(Problem(
             id=pid,
@@ -171,10 +190,13 @@ def load_problems(path: str | os.PathLike, mapping: Mapping[str, Any], *,
             source=values.get("source") or source,
             meta={col: row[col] for col in meta_cols},
         ))
+    if problems.duplicates:
+        log.warning("%s: %d repeated problems dropped (same text as an earlier row; the first is "
+                    "kept), %d problems loaded", path, problems.duplicates, len(problems))
     return problems
 
 
-def load_benchmark(name: str, path: str | os.PathLike, **mapping: Any) -> list[Problem]:
+def load_benchmark(name: str, path: str | os.PathLike, **mapping: Any) -> Problems:
     """Problems of a registered benchmark (``BENCHMARKS``) from a local file.
 
     Keyword arguments override the registered mapping; with an unregistered ``name``
