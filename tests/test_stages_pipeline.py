@@ -204,3 +204,21 @@ def test_chats_over_the_context_limit_are_skipped_and_counted(tmp_path):
     assert counts == {"attempts": 8, "skipped_context": 8}  # no proposal, no sampler call
     assert base.stage_dir(config, "propose").joinpath("proposals.jsonl").read_bytes() == b""
     assert reflect.run(config)["counts"]["reflect"] == {"attempts": 8, "skipped_context": 8}
+
+
+def test_stats_counts_as_sent_to_the_proposer_only_the_chats_within_the_limit(tmp_path):
+    from int_jax.stages import propose, stats
+
+    config = scripted_config(tmp_path)
+    config.rollout.n = 1
+    # One problem's reference solution (part of its proposer chat) is far over the limit.
+    padding = " Independent events: the probability of both is the product." * 600
+    problems = [dict(p, reference_solution=p["reference_solution"] + padding) if p["id"] == "coins"
+                else p for p in demo.PROBLEMS]
+    demo._write_jsonl(Path(config.data.problems), problems)
+    demo._write_jsonl(Path(config.sampler.script), demo.script_rules(problems))
+    rollout.run(config)
+    propose.run(config)
+    counts = stats.run(config)["counts"]
+    assert (counts["failed_attempts"], counts["skipped_context"]) == (4, 1)
+    assert counts["attempts_sent_to_proposer"] == 3 and counts["proposals"] == 3 * 2

@@ -61,7 +61,7 @@ def pipeline_counts(config: ConfigDict, continuations: list[Continuation] | None
         "failed_not_hard": left_out.get("failed_not_hard", 0),
         "failed_no_reference": left_out.get("failed_no_reference", 0),
         "guided_solutions": guided.get("guided", 0),
-        "attempts_sent_to_proposer": prop.get("attempts", 0),
+        "attempts_sent_to_proposer": prop.get("attempts", 0) - prop.get("skipped_context", 0),
         "skipped_context": prop.get("skipped_context", 0),
         "proposals": prop.get("proposals", 0),
         "parsed": filt.get("parsed", 0),
