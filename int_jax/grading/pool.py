@@ -11,86 +11,93 @@ worker processes, each its own main thread, under two limits:
   (or that died), grades that item ``timeout``, starts a replacement and re-sends the
   worker's other queued items. No item is ever lost; results come back in input order.
 
-Workers come from a ``forkserver`` that has already imported sympy and math-verify,
-so a replacement is ready in milliseconds and a parent holding JAX threads is never
-forked.
+Each worker is a fresh interpreter running ``python -P -m int_jax.grading.worker``
+(``worker.py``) that talks JSON lines over its stdin/stdout. Not multiprocessing:
+its spawn and forkserver children re-import the caller's ``__main__``, so a plain
+script calling ``grade()`` at top level (no ``if __name__ == "__main__":`` guard)
+would die with multiprocessing's bootstrapping error; and a parent holding JAX
+threads is never forked (``subprocess`` execs at once). A worker is ready once it has
+imported sympy and math-verify (about half a second); the pool keeps grading on the
+other workers meanwhile.
 """
 
 from __future__ import annotations
 
 import collections
-import multiprocessing as mp
+import json
 import os
-import signal
+import subprocess
+import sys
 import threading
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
+from pathlib import Path
 
 from int_jax.grading.grade import Grade
 
 _STARTUP_TIMEOUT_S = 120.0
-_PRELOAD = ["int_jax.grading.equivalence"]
+_WORKER_MODULE = "int_jax.grading.worker"
+# The folder holding the int_jax package: a worker imports the same int_jax as its
+# parent, installed or not, and never the caller's working directory (`-P`).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-class _SoftTimeout(BaseException):
-    """Raised by the worker's interval timer; a BaseException so that library code
-    catching ``Exception`` cannot swallow it."""
+def _worker_command() -> list[str]:
+    if not sys.executable:
+        raise RuntimeError("cannot start grading workers: sys.executable is unknown")
+    return [sys.executable, "-P", "-m", _WORKER_MODULE]
 
 
-def _on_alarm(signum, frame):
-    raise _SoftTimeout()
-
-
-def _grade_one(answer: str, gold: str, timeout_s: float) -> str:
-    from int_jax.grading.equivalence import equivalent
-
-    try:
-        signal.setitimer(signal.ITIMER_REAL, timeout_s)
-        try:
-            return equivalent(answer, gold).value
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _SoftTimeout:
-        return Grade.TIMEOUT.value
-    except Exception:  # a parser bug (or RecursionError) on odd input is not a correct answer
-        return Grade.UNPARSABLE.value
-
-
-def _worker_main(conn: Connection) -> None:
-    import int_jax.grading.equivalence  # noqa: F401  (warm before reporting ready)
-
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    conn.send("ready")
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        seq, answer, gold, timeout_s = msg
-        conn.send((seq, _grade_one(answer, gold, timeout_s)))
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+    return env
 
 
 class _Worker:
-    def __init__(self, ctx):
-        parent_end, child_end = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child_end,), daemon=True)
-        self.proc.start()
-        child_end.close()
-        self.conn = parent_end
+    """One worker process and its pipes. Messages are small (an extracted answer is
+    bounded by ``answers.py``, at most ``depth`` are queued), so a write to a stopped
+    worker fits in the pipe's buffer and never blocks the parent."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(_worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=_worker_env(), bufsize=0)
+        self._out_fd = self.proc.stdout.fileno()
+        self._buf = b""
         self.started = time.monotonic()
         self.ready = False
         self.in_flight: collections.deque[int] = collections.deque()
         self.head_since = 0.0  # when the worker began its current (head) item
 
+    def fileno(self) -> int:  # for multiprocessing.connection.wait
+        return self._out_fd
+
+    def send(self, value) -> None:
+        """Raises OSError (BrokenPipeError) when the worker is gone."""
+        data = (json.dumps(value) + "\n").encode("ascii")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.proc.stdin.fileno(), view):]
+
+    def receive(self) -> list:
+        """The complete messages that have arrived (call when readable); EOFError when
+        the worker is gone."""
+        data = os.read(self._out_fd, 1 << 16)
+        if not data:
+            raise EOFError
+        *lines, self._buf = (self._buf + data).split(b"\n")
+        return [json.loads(line) for line in lines]
+
     def kill(self) -> None:
         try:
             self.proc.kill()
-            self.proc.join(timeout=5)
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
         finally:
-            self.conn.close()
+            self.proc.stdin.close()
+            self.proc.stdout.close()
 
 
 class GraderPool:
@@ -102,11 +109,9 @@ class GraderPool:
         self.grace_s = grace_s
         self.depth = depth  # items queued per worker, to hide round-trip latency
         self.restarts = 0
-        self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(_PRELOAD)
         self._lock = threading.Lock()
         self._owner_pid = os.getpid()
-        self._workers = [_Worker(self._ctx) for _ in range(self.size)]
+        self._workers = [_Worker() for _ in range(self.size)]
         self._closed = False
 
     @property
@@ -136,13 +141,12 @@ class GraderPool:
             deadlines = [w.head_since + hard_s for w in self._workers if w.in_flight]
             deadlines += [w.started + _STARTUP_TIMEOUT_S for w in self._workers if not w.ready]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else None
-            readable = set(wait([w.conn for w in self._workers], timeout=wait_s))
+            readable = set(wait(self._workers, timeout=wait_s))
             now = time.monotonic()
             for i, w in enumerate(self._workers):
-                if w.conn in readable:
+                if w in readable:
                     try:
-                        while w.conn.poll():
-                            msg = w.conn.recv()
+                        for msg in w.receive():
                             if msg == "ready":
                                 w.ready = True
                                 continue
@@ -174,7 +178,7 @@ class GraderPool:
                 idx = pending.popleft()
                 try:
                     answer, gold = items[idx]
-                    w.conn.send((idx, answer, gold, timeout_s))
+                    w.send([idx, answer, gold, timeout_s])
                 except OSError:  # died while idle: nothing of ours was running there
                     pending.appendleft(idx)
                     self._requeue_and_replace(i, pending)
@@ -200,7 +204,7 @@ class GraderPool:
         w = self._workers[i]
         pending.extendleft(reversed(w.in_flight))
         w.kill()
-        self._workers[i] = _Worker(self._ctx)
+        self._workers[i] = _Worker()
         self.restarts += 1
 
     def close(self) -> None:
@@ -211,11 +215,14 @@ class GraderPool:
             return
         for w in self._workers:
             try:
-                w.conn.send(None)
+                w.send(None)
             except OSError:
                 pass
         for w in self._workers:
-            w.proc.join(timeout=2)
+            try:
+                w.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
             w.kill()
 
     def __enter__(self) -> "GraderPool":
