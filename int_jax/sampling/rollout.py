@@ -77,10 +77,11 @@ class JetStreamSampler:
         rules = layout.sampler_rules(factory.rules_of(model_cfg), sampler_cfg.get("rules"))
         if model is None:
             model = factory.build_model(model_cfg, mesh)
-        if tokenizer is None and sampler_cfg.get("use_tokenizer", True):
-            from int_jax.data.tokenizer import load_tokenizer  # noqa: PLC0415
+        from int_jax.data.tokenizer import load_tokenizer, tokenizer_dir  # noqa: PLC0415
 
-            tokenizer = load_tokenizer(model_cfg.tokenizer_path or None)
+        tokenizer_folder = tokenizer_dir(model_cfg)  # None: the bundled Qwen3 tokenizer
+        if tokenizer is None and sampler_cfg.get("use_tokenizer", True):
+            tokenizer = load_tokenizer(tokenizer_folder)
         get = sampler_cfg.get
         if get("buckets"):
             buckets = tuple(int(b) for b in sampler_cfg.buckets)
@@ -100,7 +101,7 @@ class JetStreamSampler:
                    prefix_cache_entries=int(get("prefix_cache_entries", 4)),
                    progress=bool(get("progress", True)),
                    stall_timeout_s=float(get("stall_timeout_s", 1800.0)), mesh=mesh, rules=rules,
-                   tokenizer_path=model_cfg.get("tokenizer_path", ""), decode_buckets=decode_buckets)
+                   tokenizer_path=str(tokenizer_folder or ""), decode_buckets=decode_buckets)
 
     def update_params(self, params) -> None:
         """Sample from new weights from the next `generate` on (GRPO, every step)."""

@@ -75,9 +75,9 @@ class Context:
 
     @functools.cached_property
     def tokenizer(self):
-        from int_jax.data.tokenizer import load_tokenizer
+        from int_jax.data.tokenizer import load_model_tokenizer
 
-        return load_tokenizer(self.config.model.tokenizer_path or None)
+        return load_model_tokenizer(self.config.model)
 
     @functools.cached_property
     def prompts(self) -> PromptSet:

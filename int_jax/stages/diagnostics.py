@@ -15,7 +15,7 @@ from ml_collections import ConfigDict
 
 from int_jax.config_io import save_config
 from int_jax.data.loaders import read_sft_jsonl
-from int_jax.data.tokenizer import load_tokenizer
+from int_jax.data.tokenizer import load_model_tokenizer
 from int_jax.eval.diagnostics import segment_diagnostics
 from int_jax.models import factory
 
@@ -27,7 +27,7 @@ def main(config: ConfigDict, args: list[str]) -> int:
                          "(or set config.data_path)")
     out = Path(config.output_dir)
     save_config(config, out)
-    tokenizer = load_tokenizer(config.model.tokenizer_path or None)
+    tokenizer = load_model_tokenizer(config.model)
     model = factory.build_model(config.model)
     results = {}
     for path in paths:

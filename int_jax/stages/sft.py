@@ -19,7 +19,7 @@ from ml_collections import ConfigDict
 
 from int_jax.config_io import save_config
 from int_jax.data import loaders
-from int_jax.data.tokenizer import load_tokenizer
+from int_jax.data.tokenizer import load_model_tokenizer
 from int_jax.data.toy_sft import toy_sft_examples
 from int_jax.models import factory, hf
 from int_jax.train import loop, metrics, optim, sft
@@ -62,7 +62,7 @@ def main(config: ConfigDict, args: list[str]) -> int:
     save_config(config, out)
     mesh = factory.build_mesh(config.model)
     rules = factory.rules_of(config.model)
-    tokenizer = load_tokenizer(config.model.tokenizer_path or None)
+    tokenizer = load_model_tokenizer(config.model)
     examples, stats = load_examples(config, tokenizer)
     (out / "data_stats.json").write_text(json.dumps(dataclasses.asdict(stats), indent=2) + "\n")
     log.info("SFT data: %s", stats)
