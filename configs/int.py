@@ -32,8 +32,17 @@ def get_config(arg: str = "paper") -> ConfigDict:
     ))
     # Problems: JSONL of problem records (id, problem, answer, reference_solution, ...).
     c.data = ConfigDict(dict(problems="", limit=0))  # limit 0 = all
-    # Template files; '' = the built-in ones in int_jax/intervention/templates/.
+    # Template files; '' = the built-in ones in int_jax/intervention/templates/ (the
+    # authors' release: the raw problem as the user message; the long verification task).
+    # A built-in variant by name: problem=problem_with_instruction (ours: the problem plus
+    # "reason step by step, answer in \boxed{}"), verify_attempt=verify_attempt_short.
     c.prompts = ConfigDict(dict(problem="", solve_with_reference="", verify_attempt="", reflect=""))
+    # How attempts become numbered steps and guided prefixes (int_jax/intervention/steps.py).
+    c.steps = ConfigDict(dict(
+        split="authors",  # authors: raw split on "\n\n"; normalized (ours): blank-line runs, stripped
+        label="**Substep {i}:**",  # the authors' step label; ours was "Step {i}:"
+        double_newlines=True,  # lone newlines inside the intervention doubled (authors')
+    ))
 
     # Where samples come from: the JetStream engine over `model`, or a script.
     c.sampler = ConfigDict(dict(
@@ -61,7 +70,7 @@ def get_config(arg: str = "paper") -> ConfigDict:
         # The sampler's weight layout: overrides on top of model.rules (see configs/sampler.py).
         rules=(("embed", None),),
     ))
-    c.grading = ConfigDict(dict(timeout_s=5.0, workers=1 if tiny else 16))
+    c.grading = ConfigDict(dict(timeout_s=10.0, workers=1 if tiny else 16))
 
     paper = _sampling(0.7, 0.8, 20)
     c.rollout = ConfigDict(dict(
@@ -73,6 +82,9 @@ def get_config(arg: str = "paper") -> ConfigDict:
     ))
     c.propose = ConfigDict(dict(
         k=2 if tiny else 4,  # proposals per failed attempt
+        # Turn 1 (the reference-guided solution): one sample per failed attempt (the
+        # authors') or one per problem, shared by its attempts (ours, cheaper).
+        guided_per="attempt",  # attempt | problem
         context_limit=900 if tiny else 30000,  # tokens of the proposer chat; longer is skipped
         guided_max_new_tokens=32 if tiny else 16384,  # turn 1: the guided solution
         max_new_tokens=48 if tiny else 16384,
@@ -82,13 +94,18 @@ def get_config(arg: str = "paper") -> ConfigDict:
     c.filter = ConfigDict(dict(
         max_content_chars=4000,
         max_block_chars=32000,
+        # substring: the gold answer as a raw substring of the content (the authors');
+        # normalized: whole-token match of the raw and the normalised forms (ours).
+        leak_test="substring",
         parse_time_limit_s=1.0,
     ))
     c.continuation = ConfigDict(dict(
         m=2 if tiny else 32,  # continuations per condition
         # Table 1: x+prefix+intervention, x alone, x+prefix, x+prefix+original step.
         conditions=("intervention", "problem", "prefix", "original"),
-        separator="\n\n",  # appended to the unfinished answer so the next step begins
+        # Appended to the unfinished answer ('' = the authors': the guided prefix as is).
+        # Only the continuation's own text is graded, never the prefix.
+        separator="",
         max_new_tokens=48 if tiny else 16384,
         sampling=paper,
         batch_size=2 if tiny else 16,  # interventions per sampler call

@@ -4,7 +4,8 @@
 built-in toy set; the paper uses qwen3_4b_instruct_2507 with `model.hf_path`).
 <ablation>: `no_prefix_cloning` (prefix is context only) or `suffix_cloning`
 (the suffix is trained too). Paper defaults otherwise: lr 1e-6, warmup 10%,
-cosine to 0.1 x lr, 4 epochs, global batch 64, weight decay 0.01, clip 1.0,
+cosine to 0.1 x lr, 4 epochs, global batch 64, weight decay 0 (the authors'
+LLaMA-Factory default; ours was 0.01), clip 1.0,
 cutoff 16384, no end-of-turn after the intervention.
 """
 
@@ -40,6 +41,9 @@ def get_config(arg: str = "tiny"):
     c.data.train_path = ""  # SFT JSONL from `int-jax select`; empty: the toy set (tiny only)
     c.data.weights = ConfigDict(ABLATIONS[ablation])  # loss weight per segment kind
     c.data.cutoff_len = 512 if tiny else 16384
+    # right: cut the example's end (prompt kept whole); drop: skip long examples. The
+    # authors' LLaMA-Factory splits the cut between prompt and response in proportion;
+    # with short prompts both keep the prompt and the response's start.
     c.data.truncation = "right"  # right | drop
     c.data.add_end_of_turn = False  # paper: no end-of-sequence after the intervention
     c.data.end_of_turn_weight = 1.0
@@ -64,5 +68,5 @@ def get_config(arg: str = "tiny"):
     c.train.export_dtype = ""  # "" keeps the parameter dtype; e.g. bfloat16
 
     c.optim = ConfigDict(dict(lr=1e-4 if tiny else 1e-6, warmup_ratio=0.1, min_lr_ratio=0.1,
-                              weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0))
+                              weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0))
     return c

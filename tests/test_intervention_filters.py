@@ -52,7 +52,7 @@ def test_content_length_bound():
 ])
 def test_leaky(content, gold):
     assert F.is_leaky(content, gold)
-    assert F.rejection(ok(1, content), 3, gold) == F.LEAKY
+    assert F.rejection(ok(1, content), 3, gold, leak_test="normalized") == F.LEAKY
 
 
 @pytest.mark.parametrize("content,gold", [
@@ -65,6 +65,28 @@ def test_leaky(content, gold):
 ])
 def test_not_leaky(content, gold):
     assert not F.is_leaky(content, gold)
+    assert F.rejection(ok(1, content), 3, gold, leak_test="normalized") is None
+
+
+@pytest.mark.parametrize("content,gold,substring,normalized", [
+    ("There are 12 ways to choose.", "2", True, False),  # the authors' test: 2 is in 12
+    ("So the answer is 12.", " 12 ", True, True),  # outer whitespace of the gold ignored
+    (r"Hence the ratio is \dfrac{1}{2}.", "1/2", False, True),  # only ours normalises
+    (r"Hence the ratio is \dfrac{1}{2}.", r"\frac{1}{2}", False, True),
+    (r"we get $\frac{1}{2}$", r"\frac{1}{2}", True, True),
+    ("Check the sign before squaring.", "", False, False),  # no gold: nothing can leak
+])
+def test_leak_tests_side_by_side(content, gold, substring, normalized):
+    assert F.leaks(content, gold, "substring") is substring
+    assert F.leaks(content, gold, "normalized") is normalized
+    # The default is the authors' test.
+    want = F.LEAKY if substring else None
+    assert F.rejection(ok(1, content), 3, gold) == want
+
+
+def test_unknown_leak_test_is_named():
+    with pytest.raises(ValueError, match="config.filter.leak_test"):
+        F.leaks("x", "1", "fuzzy")
 
 
 def test_first_survivor_per_attempt():

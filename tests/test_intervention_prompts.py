@@ -12,7 +12,7 @@ import pytest
 
 from int_jax.data.tokenizer import load_tokenizer
 from int_jax.intervention.prompts import PromptSet, TemplateError, load_template
-from int_jax.intervention.steps import split_steps
+from int_jax.intervention.steps import StepFormat
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -26,9 +26,9 @@ ATTEMPT = ("We divide by $x - 1$: $x - 2 = 0$.\r\n\r\n\r\nSo $x = 2$.\n\n  The a
 def _check_golden(name: str, text: str):
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text, encoding="utf-8")
+        path.write_bytes(text.encode("utf-8"))
     assert path.exists(), f"{path} missing; run with UPDATE_GOLDEN=1 once"
-    assert text == path.read_text(encoding="utf-8")
+    assert text == path.read_bytes().decode("utf-8")  # bytes: a CR in the text is kept
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +41,54 @@ def tokenizer():
     return load_tokenizer()
 
 
-def test_problem_chat_is_one_user_message(prompts, tokenizer):
+def test_problem_chat_is_the_raw_problem(prompts, tokenizer):
+    """The authors' rollout prompt: the problem text alone as the user message."""
     chat = prompts.problem_chat(PROBLEM)
-    assert [m["role"] for m in chat] == ["user"]
-    assert PROBLEM in chat[0]["content"]
+    assert chat == [{"role": "user", "content": PROBLEM}]
     text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     _check_golden("problem_chat.txt", text)
 
 
+def test_problem_with_instruction_is_a_switch(tokenizer):
+    chat = PromptSet.load({"problem": "problem_with_instruction"}).problem_chat(PROBLEM)
+    assert chat[0]["content"].startswith(PROBLEM + "\n\n") and "\\boxed{}" in chat[0]["content"]
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    _check_golden("problem_with_instruction_chat.txt", text)
+
+
 def test_proposal_chat_three_turns(prompts, tokenizer):
-    chat = prompts.proposal_chat(PROBLEM, REFERENCE, GUIDED, split_steps(ATTEMPT))
+    steps = StepFormat()
+    chat = prompts.proposal_chat(PROBLEM, REFERENCE, GUIDED, steps.number(steps.split(ATTEMPT)))
     assert [m["role"] for m in chat] == ["user", "assistant", "user"]
     assert REFERENCE in chat[0]["content"] and PROBLEM in chat[0]["content"]
     assert chat[1]["content"] == GUIDED
-    assert "Step 1: We divide by $x - 1$" in chat[2]["content"]
-    assert "Step 3: The answer is $\\boxed{\\{2\\}}$." in chat[2]["content"]
-    assert "Step 4" not in chat[2]["content"]
-    assert "<intervention>" in chat[2]["content"]
+    task = chat[2]["content"]
+    # The attempt split on "\n\n" as it is (CRLF blank lines are not breaks), Substep labels.
+    assert "**Substep 1:** We divide by $x - 1$: $x - 2 = 0$.\r\n\r\n\r\nSo $x = 2$." in task
+    assert "**Substep 2:**   The answer is" in task and "**Substep 3:**" not in task
+    # The authors' order: log of every step, critical error, draft, self-check, final block.
+    heads = ["Verification log", "Critical error", "Draft intervention", "Check of the draft",
+             "Final answer"]
+    at = [task.index(h) for h in heads]
+    assert at == sorted(at)
+    for question in ("final answer?", "key idea", "later than the first critical error"):
+        assert question in task
+    assert task.rstrip().endswith("</intervention>")
     _check_golden("proposal_chat.json", json.dumps(chat, indent=1, ensure_ascii=False) + "\n")
     text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     _check_golden("proposal_chat.txt", text)
+
+
+def test_short_proposal_task_is_a_switch(tokenizer):
+    prompts = PromptSet.load({"verify_attempt": "verify_attempt_short"})
+    steps = StepFormat(split_mode="normalized", label="Step {i}:", double_newlines=False)
+    chat = prompts.proposal_chat(PROBLEM, REFERENCE, GUIDED, steps.number(steps.split(ATTEMPT)))
+    task = chat[2]["content"]
+    assert "Step 1: We divide by $x - 1$" in task
+    assert "Step 3: The answer is $\\boxed{\\{2\\}}$." in task and "Step 4" not in task
+    assert "Verification log" not in task and "<intervention>" in task
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    _check_golden("proposal_chat_short.txt", text)
 
 
 def test_reflect_chat(prompts):

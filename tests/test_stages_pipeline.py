@@ -9,7 +9,6 @@ import pytest
 
 from int_jax.data.records import (Continuation, Intervention, Problem, Proposal, RecordError,
                                   Rollout, SFTExample, read_records)
-from int_jax.intervention.steps import join_steps, split_steps
 from int_jax.stages import base, demo, reference, reflect, rollout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,12 +45,15 @@ def test_counts_of_the_scripted_run(scripted_run):
     c = report["counts"]
     # 5 problems x n=2; `pow2` is solved by both attempts; 4 problems fail twice.
     assert (c["problems"], c["attempts"], c["correct_attempts"], c["failed_attempts"]) == (5, 10, 2, 8)
-    assert c["hard_problems"] == 4 and c["guided_solutions"] == 4
+    # One reference-guided solution per failed attempt (the authors' default).
+    assert c["hard_problems"] == 4 and c["guided_solutions"] == 8
     # k=2 proposals per failed attempt.
     assert c["attempts_sent_to_proposer"] == 8 and c["proposals"] == 16 and c["skipped_context"] == 0
     # Per attempt: sum10 [leaky, ok]; linear [no block, ok after repair];
-    # divisors36 [location 7 of 3, leaky]; coins [leaky (1/4 written \dfrac), ok].
+    # divisors36 [location 7 of 3, leaky]; coins [leaky, ok].
     assert c["rejected"] == {"leaky": 6, "no_block": 2, "location_out_of_range": 2}
+    # Both leak tests agree on these proposals (the gold as written, or `9` in "(2+1)(2+1) = 9").
+    assert c["leaky_by_test"] == {"substring": 6, "normalized": 6}
     assert (c["parsed"], c["parsed_strict"], c["parsed_repaired"]) == (14, 12, 2)
     assert c["kept_interventions"] == 6
     # Continuations (m=2): sum10 2/2, linear 1/2, coins 0/2 -> coins dropped by select.
@@ -98,15 +100,16 @@ def test_provenance_of_every_sft_example(scripted_run):
         assert ex.messages == [{"role": "user", "content": ex.messages[0]["content"]}]
         assert ex.messages[0]["content"].startswith(problem.problem)
         assert ex.messages[0]["content"] in attempt.prompt
-        # Segments rebuild the attempt with the wrong step replaced.
-        steps = split_steps(attempt.completion)
+        # Segments rebuild the attempt with the wrong step replaced, as the authors build
+        # the guided prefix: raw split on blank lines, separator before the intervention.
+        steps = attempt.completion.split("\n\n")
         kinds = [s.kind for s in ex.segments]
         texts = {s.kind: s.text for s in ex.segments}
         loc = iv.location
-        assert kinds == (["prefix"] if loc > 1 else []) + ["intervention", "suffix"]
-        trained = texts.get("prefix", "") + texts["intervention"]
-        assert trained == join_steps(steps[:loc - 1] + [iv.content])
-        assert trained + texts["suffix"] == join_steps(steps[:loc - 1] + [iv.content] + steps[loc:])
+        assert kinds == ["prefix", "intervention", "suffix"]
+        trained = texts["prefix"] + texts["intervention"]
+        assert trained == "\n\n".join(steps[:loc - 1]) + "\n\n" + iv.content
+        assert texts["suffix"] == "\n\n" + "\n\n".join(steps[loc:])
         assert problem.answer not in texts["intervention"]
 
 

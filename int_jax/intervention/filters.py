@@ -1,11 +1,15 @@
 """Which parsed proposals become interventions, and why the others did not.
 
 A proposal survives when it parsed, names a step of the attempt, has non-empty
-content of bounded length, and does not leak the gold answer. Leak detection
-compares both raw text and a normalised form (`\\dfrac{1}{2}`, `\\frac12` and
-`1/2` all read `1/2`; `$`, `\\left`, spacing and `\\text{}` wrappers are
-dropped) and only counts whole-token matches, so gold `2` is found in
-"so x = 2." but not in "12 ways".
+content of bounded length, and does not leak the gold answer. Two leak tests
+(`filter.leak_test`):
+
+* `substring` (the authors'): the gold answer, outer whitespace stripped, is a
+  substring of the content; gold `2` is found in "12 ways" too.
+* `normalized` (ours): raw text and a normalised form are compared
+  (`\\dfrac{1}{2}`, `\\frac12` and `1/2` all read `1/2`; `$`, `\\left`, spacing
+  and `\\text{}` wrappers are dropped), whole tokens only, so gold `2` is found
+  in "so x = 2." but not in "12 ways", and `\\frac{1}{2}` is found as "1/2".
 
 Reasons are fixed strings so that stage counters and stats agree.
 """
@@ -25,6 +29,8 @@ EMPTY_CONTENT = "empty_content"
 CONTENT_TOO_LONG = "content_too_long"
 LEAKY = "leaky"
 REASONS = (NO_BLOCK, UNPARSABLE, LOCATION_OUT_OF_RANGE, EMPTY_CONTENT, CONTENT_TOO_LONG, LEAKY)
+
+LEAK_TESTS = ("substring", "normalized")
 
 MAX_CONTENT_CHARS = 4000
 # Normalisation runs on at most this much text (content is length-checked before).
@@ -142,8 +148,15 @@ def contains_token(haystack: str, needle: str) -> bool:
         start = i + 1
 
 
+def contains_gold(content: str, gold: str) -> bool:
+    """The authors' leak test: the gold answer is a substring of `content`."""
+    gold = (gold or "").strip()
+    return bool(gold) and gold in content
+
+
 def is_leaky(content: str, gold: str) -> bool:
-    """The gold answer appears in `content`, verbatim or after normalisation."""
+    """Our leak test: the gold answer appears in `content` as whole tokens, verbatim or
+    after normalisation."""
     gold_raw = (gold or "").strip().rstrip(".").strip()
     if not gold_raw:
         return False
@@ -153,8 +166,18 @@ def is_leaky(content: str, gold: str) -> bool:
     return bool(gold_norm) and contains_token(normalise_math(content), gold_norm)
 
 
+def leaks(content: str, gold: str, leak_test: str) -> bool:
+    """`content` gives the gold answer away under `leak_test` (one of `LEAK_TESTS`)."""
+    if leak_test == "substring":
+        return contains_gold(content, gold)
+    if leak_test == "normalized":
+        return is_leaky(content, gold)
+    raise ValueError(f"config.filter.leak_test={leak_test!r}; choose one of {LEAK_TESTS}")
+
+
 def rejection(parsed: ParseResult, n_steps: int, gold: str,
-              max_content_chars: int = MAX_CONTENT_CHARS) -> str | None:
+              max_content_chars: int = MAX_CONTENT_CHARS,
+              leak_test: str = "substring") -> str | None:
     """The reason a proposal is dropped (one of `REASONS`), or None when it survives."""
     if not parsed.ok:
         return parsed.error if parsed.error in (NO_BLOCK, UNPARSABLE) else UNPARSABLE
@@ -165,7 +188,7 @@ def rejection(parsed: ParseResult, n_steps: int, gold: str,
         return EMPTY_CONTENT
     if len(content) > max_content_chars:
         return CONTENT_TOO_LONG
-    if is_leaky(content, gold):
+    if leaks(content, gold, leak_test):
         return LEAKY
     return None
 

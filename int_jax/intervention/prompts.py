@@ -2,7 +2,11 @@
 
 Templates are plain text with `{{name}}` placeholders (LaTeX braces and `$` need
 no escaping). The built-in ones live in `int_jax/intervention/templates/`; a
-config can point any of them at another file (`config.prompts.<name>`).
+config can point any of them at another file (`config.prompts.<name>`), or at a
+built-in variant by its name: `problem_with_instruction` (the problem plus an
+instruction to reason step by step and box the answer) and `verify_attempt_short`
+(the proposer's task without the verification log and self-check). The defaults
+follow the authors' release: the raw problem, and the long verification task.
 
 Substituted values are inserted verbatim and never rescanned, so a problem or a
 model answer that itself contains `{{...}}` is left alone.
@@ -13,9 +17,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Mapping, Sequence
-
-from int_jax.intervention.steps import number_steps
+from typing import Mapping
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -57,11 +59,23 @@ class Template:
         return _PLACEHOLDER.sub(sub, self.text)
 
 
+def _template_file(name: str, path: str | Path | None) -> Path:
+    """`path` empty/None: the built-in file; a bare name of a built-in file (no folder,
+    no suffix): that variant; anything else: a file path."""
+    if not path:
+        return TEMPLATE_DIR / f"{name}.txt"
+    path = str(path)
+    builtin = TEMPLATE_DIR / f"{path}.txt"
+    if "/" not in path and "." not in path and builtin.exists():
+        return builtin
+    return Path(path)
+
+
 def load_template(name: str, path: str | Path | None = None) -> Template:
-    """Read and check one template; `path` empty/None means the built-in file."""
+    """Read and check one template (see `_template_file` for what `path` may be)."""
     if name not in PLACEHOLDERS:
         raise TemplateError(f"unknown template {name!r}; known: {sorted(PLACEHOLDERS)}")
-    file = Path(path) if path else TEMPLATE_DIR / f"{name}.txt"
+    file = _template_file(name, path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as e:
@@ -108,14 +122,15 @@ class PromptSet:
             problem=problem, reference_solution=reference_solution)}]
 
     def proposal_chat(self, problem: str, reference_solution: str, guided_solution: str,
-                      steps: Sequence[str]) -> list[Message]:
+                      numbered_attempt: str) -> list[Message]:
         """The full self-verification chat: turn 1, the model's own guided solution as
-        the assistant turn, then the numbered failed attempt and the task."""
+        the assistant turn, then the failed attempt (labelled steps, `StepFormat.number`)
+        and the task."""
         return [
             *self.solve_chat(problem, reference_solution),
             {"role": "assistant", "content": guided_solution},
             {"role": "user", "content": self.verify_attempt.render(
-                numbered_attempt=number_steps(steps), problem=problem)},
+                numbered_attempt=numbered_attempt, problem=problem)},
         ]
 
     def reflect_chat(self, problem: str, reference_solution: str, attempt: str) -> list[Message]:

@@ -56,7 +56,7 @@ def build_sampler(config: ConfigDict, tokenizer) -> Sampler:
 
 @dataclasses.dataclass(frozen=True)
 class Graded:
-    """One sample and its grade (graded as `head + completion.text`, see `sample_graded`)."""
+    """One sample and its grade (of `completion.text` alone, see `sample_graded`)."""
 
     completion: Completion
     grade: str  # a Grade value
@@ -113,14 +113,11 @@ class Context:
         return out
 
     def sample_graded(self, prompts: Sequence[Sequence[int]], golds: Sequence[str], n: int,
-                      section: ConfigDict, seed: int,
-                      heads: Sequence[str] | None = None) -> list[list[Graded]]:
-        """`sample`, then grade sample j of prompt i against `golds[i]`. With `heads`, a
-        sample is graded as `heads[i] + text`: a continued answer's final `\\boxed{}`
-        may sit in the part it continues."""
+                      section: ConfigDict, seed: int) -> list[list[Graded]]:
+        """`sample`, then grade sample j of prompt i against `golds[i]`: only the text
+        the model wrote, never the (possibly unfinished) answer it was given."""
         completions = self.sample(prompts, n, section, seed)
-        heads = heads if heads is not None else [""] * len(prompts)
-        flat = self.grade([heads[i] + c.text for i, cs in enumerate(completions) for c in cs],
+        flat = self.grade([c.text for cs in completions for c in cs],
                           [g for g in golds for _ in range(n)])
         return [[Graded(c, *flat[i * n + j]) for j, c in enumerate(cs)]
                 for i, cs in enumerate(completions)]

@@ -8,9 +8,12 @@ answer after the problem, under each condition:
 * `prefix`: the prefix alone;
 * `original`: the prefix + the original wrong step.
 
-The unfinished answer ends with `continuation.separator` (a blank line), so the
-model starts the next step. A continuation is graded as the full answer
-(unfinished part + continuation), since its final `\\boxed{}` may sit in either.
+The pieces come from `filter.GuidedAttempt` (the step split of `config.steps`),
+so `original` and `intervention` differ only in the replaced step. The unfinished
+answer is followed by `continuation.separator` ('' by default: the authors'
+construction, nothing appended). Only the continuation's own text is graded: a
+`\\boxed{}` inside the prefix or the intervention never makes an unfinished
+continuation "correct".
 
 Output: `continuations.jsonl`, one `Continuation` per (intervention, condition).
 """
@@ -21,13 +24,12 @@ from ml_collections import ConfigDict
 
 from int_jax.data.records import CONTINUATION_CONDITIONS as CONDITIONS
 from int_jax.data.records import Continuation, Problem
-from int_jax.intervention.steps import join_steps
 from int_jax.stages import filter as filter_stage
 from int_jax.stages.base import Item, ItemResult, StageRun, command
 from int_jax.stages.common import Context, context
 
 STAGE = "continue"
-SECTIONS = ("model", "prompts", "sampler", "grading", "continuation", "seed")
+SECTIONS = ("model", "prompts", "steps", "sampler", "grading", "continuation", "seed")
 OUTPUTS = {"continuations.jsonl": Continuation}
 
 
@@ -37,25 +39,23 @@ def unfinished_answer(guided: filter_stage.GuidedAttempt, condition: str, separa
         raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
     if condition == "problem":
         return ""
-    step = {"prefix": [], "original": [guided.original_step],
-            "intervention": [guided.intervention.content]}[condition]
-    parts = ([guided.prefix] if guided.prefix else []) + step
-    return join_steps(parts) + separator if parts else ""
+    step = {"prefix": "", "original": guided.original_step,
+            "intervention": guided.intervention_text}[condition]
+    text = guided.prefix + step
+    return text + separator if text else ""
 
 
 def _process(ctx: Context, cfg: ConfigDict, problems: dict[str, Problem], batch: list[Item],
              seed: int) -> list[ItemResult]:
     m, conditions, sep = int(cfg.m), tuple(cfg.conditions), str(cfg.separator)
-    prompts, heads, golds = [], [], []
+    prompts, golds = [], []
     for it in batch:
         problem = problems[it.payload.intervention.problem_id]
         chat = ctx.prompts.problem_chat(problem.problem)
         for cond in conditions:
-            head = unfinished_answer(it.payload, cond, sep)
-            prompts.append(ctx.encode(chat, head))
-            heads.append(head)
+            prompts.append(ctx.encode(chat, unfinished_answer(it.payload, cond, sep)))
             golds.append(problem.answer)
-    samples = ctx.sample_graded(prompts, golds, m, cfg, seed, heads=heads)
+    samples = ctx.sample_graded(prompts, golds, m, cfg, seed)
     results = []
     for b, it in enumerate(batch):
         iv = it.payload.intervention

@@ -22,6 +22,7 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 from int_jax.intervention.parse import parse_intervention
+from int_jax.intervention.steps import StepFormat
 from int_jax.stages import continuation, filter as filter_stage, propose, rollout, select, stats
 from int_jax.stages.base import command
 from int_jax.stages.common import context
@@ -70,7 +71,7 @@ _PROPOSALS = {  # proposal 0, proposal 1 (the first survivor is kept)
                "'Subtract 7 from both sides: 3x = 22 - 7.',}</intervention>"],  # repaired
     "divisors36": [_block(7, "Count exponents plus one."),  # location out of range
                    _block(2, "Each exponent can be 0, 1 or 2, giving (2+1)(2+1) = 9.")],  # leaky
-    "coins": [_block(2, "Multiply: $\\frac{1}{2} \\cdot \\frac{1}{2} = \\dfrac{1}{4}$."),  # leaky
+    "coins": [_block(2, "Multiply: $\\frac{1}{2} \\cdot \\frac{1}{2} = \\frac{1}{4}$."),  # leaky
               _block(2, "The tosses are independent, so the probabilities multiply rather than add.")],
 }
 _CONTINUATIONS = {  # what the guided prefix leads to (m=2)
@@ -80,16 +81,17 @@ _CONTINUATIONS = {  # what the guided prefix leads to (m=2)
 }
 
 
-def script_rules(problems=PROBLEMS) -> list[dict]:
-    """`contains` rules, most specific first (see int_jax/sampling/scripted.py)."""
+def script_rules(problems=PROBLEMS, steps: StepFormat = StepFormat()) -> list[dict]:
+    """`contains` rules, most specific first (see int_jax/sampling/scripted.py); `steps`
+    labels the attempts as the proposer chat shows them."""
     rules = []
     for pid, outputs in _CONTINUATIONS.items():  # the intervention's text is only in its continuation
         content = parse_intervention(_PROPOSALS[pid][1]).content  # the kept (second) proposal
         rules.append({"contains": content, "outputs": outputs})
     for p in problems:
-        first_step = _ATTEMPTS[p["id"]].split("\n\n")[0]
+        first_step = steps.split(_ATTEMPTS[p["id"]])[0]
         if p["id"] in _PROPOSALS:  # the numbered attempt is only in the proposer chat
-            rules.append({"contains": f"Step 1: {first_step}", "outputs": _PROPOSALS[p["id"]]})
+            rules.append({"contains": steps.number([first_step]), "outputs": _PROPOSALS[p["id"]]})
         rules.append({"contains": p["reference_solution"],  # turn 1: solve with the reference
                       "outputs": [p["reference_solution"] + f" The answer is \\boxed{{{p['answer']}}}."]})
         rules.append({"contains": p["problem"], "outputs": [_ATTEMPTS[p["id"]]]})  # rollouts, controls
@@ -110,7 +112,8 @@ def prepare(config: ConfigDict) -> None:
     """Write the demo's problems (and script) where its config points."""
     _write_jsonl(Path(config.data.problems), PROBLEMS)
     if config.sampler.kind == "scripted":
-        _write_jsonl(Path(config.sampler.script), script_rules())
+        _write_jsonl(Path(config.sampler.script),
+                     script_rules(steps=StepFormat.from_config(config.steps)))
 
 
 STAGES = (rollout, propose, filter_stage, continuation, select)

@@ -4,7 +4,12 @@ per failed attempt.
 Outputs: `checks.jsonl` (every `Proposal` again, now with its parsed location and
 content, the rejection reason or None when it survived, and in `meta` the
 repairs its parse needed) and `interventions.jsonl` (at most one `Intervention`
-per attempt; its guided prefix is rebuilt from the attempt by `location`).
+per attempt; its guided prefix is rebuilt from the attempt by `location`, with
+the step split of `config.steps`, the one the proposer saw).
+
+Counters `leaky_substring` and `leaky_normalized` say how many proposals each leak
+test would reject among those that reached the leak check, whichever one
+`filter.leak_test` applies.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ from ml_collections import ConfigDict
 from int_jax.data.records import Intervention, Problem, Proposal, Rollout
 from int_jax.intervention import filters
 from int_jax.intervention.parse import parse_intervention
-from int_jax.intervention.steps import split_at, split_steps
+from int_jax.intervention.steps import StepFormat
 from int_jax.stages import rollout
 from int_jax.stages.base import (Item, ItemResult, StageError, StageRun, command, read_stage,
                                  stage_dir)
 
 STAGE = "filter"
-SECTIONS = ("filter",)
+SECTIONS = ("steps", "filter")
 OUTPUTS = {"checks.jsonl": Proposal, "interventions.jsonl": Intervention}
 
 
@@ -31,15 +36,20 @@ def intervention_id(rollout_id: str) -> str:
     return f"{rollout_id}/i"
 
 
-def check_attempt(cfg: ConfigDict, attempt: Rollout, gold: str, proposals: list[Proposal]) -> ItemResult:
+def check_attempt(cfg: ConfigDict, steps: StepFormat, attempt: Rollout, gold: str,
+                  proposals: list[Proposal]) -> ItemResult:
     """Verdicts on one attempt's proposals, and its intervention (the first survivor)."""
-    num_steps = len(split_steps(attempt.completion))
+    num_steps = len(steps.split(attempt.completion))
     result = ItemResult()
     checks = []
     for prop in sorted(proposals, key=lambda p: p.index):
         parsed = parse_intervention(prop.text, max_block_chars=int(cfg.max_block_chars),
                                     time_limit_s=float(cfg.parse_time_limit_s))
-        reason = filters.rejection(parsed, num_steps, gold, int(cfg.max_content_chars))
+        reason = filters.rejection(parsed, num_steps, gold, int(cfg.max_content_chars),
+                                   str(cfg.leak_test))
+        if reason in (None, filters.LEAKY):  # reached the leak check: what would each test say?
+            for test in filters.LEAK_TESTS:
+                result.counters[f"leaky_{test}"] += filters.leaks(parsed.content.strip(), gold, test)
         checks.append(dataclasses.replace(
             prop, location=parsed.location, content=parsed.content, rejection=reason,
             meta={**prop.meta, "repairs": list(parsed.repairs), "detail": parsed.detail}))
@@ -54,7 +64,7 @@ def check_attempt(cfg: ConfigDict, attempt: Rollout, gold: str, proposals: list[
         chosen = next(c for c in checks if c.index == kept)
         interventions.append(Intervention(
             id=intervention_id(attempt.id), problem_id=attempt.problem_id, rollout_id=attempt.id,
-            proposal_id=chosen.id, location=chosen.location, content=chosen.content.strip(),
+            proposal_id=chosen.id, location=chosen.location, content=chosen.content,
             num_steps=num_steps))
         result.counters["kept"] += 1
     else:
@@ -66,6 +76,10 @@ def check_attempt(cfg: ConfigDict, attempt: Rollout, gold: str, proposals: list[
 
 def run(config: ConfigDict, ctx=None) -> dict:
     del ctx  # parsing needs no model
+    if config.filter.leak_test not in filters.LEAK_TESTS:
+        raise ValueError(f"config.filter.leak_test={config.filter.leak_test!r}; "
+                         f"choose one of {filters.LEAK_TESTS}")
+    steps = StepFormat.from_config(config.steps)
     stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
     if (manifest := stage.finished()) is not None:
         return manifest
@@ -84,7 +98,7 @@ def run(config: ConfigDict, ctx=None) -> dict:
 
     def process(batch, seed):
         del seed
-        return [check_attempt(config.filter, a, problems[a.problem_id].answer, props)
+        return [check_attempt(config.filter, steps, a, problems[a.problem_id].answer, props)
                 for a, props in (it.payload for it in batch)]
 
     stage.run_pass("filter", items, process, batch_size=64)
@@ -99,25 +113,33 @@ main = command(STAGE, run)
 
 @dataclasses.dataclass(frozen=True)
 class GuidedAttempt:
-    """An intervention with the pieces of its attempt around the step it replaces."""
+    """An intervention with the pieces of its attempt around the step it replaces
+    (`StepFormat.split_at`): `prefix + intervention_text` is the guided prefix."""
 
     intervention: Intervention
-    prefix: str  # the steps before the wrong one, joined ('' when it is step 1)
+    prefix: str  # the text before the wrong step, ending with its separator (may be '')
     original_step: str
-    suffix: str  # the steps after it, joined
+    suffix: str  # the text after the wrong step, starting with its separator ('' at the end)
+    intervention_text: str  # the intervention as it stands in the guided attempt
+
+    @property
+    def guided_prefix(self) -> str:
+        return self.prefix + self.intervention_text
 
 
 def load_interventions(config: ConfigDict) -> tuple[dict[str, Problem], list[GuidedAttempt]]:
     """(problems by id, the finished filter stage's interventions in order)."""
+    fmt = StepFormat.from_config(config.steps)
     problems, rollouts = rollout.load_outputs(config)
     attempts = {r.id: r for r in rollouts}
     path = stage_dir(config, STAGE) / "interventions.jsonl"
     out = []
     for iv in read_stage(config, STAGE, "interventions.jsonl", Intervention):
         attempt = attempts.get(iv.rollout_id)
-        steps = split_steps(attempt.completion) if attempt else []
+        steps = fmt.split(attempt.completion) if attempt else []
         if len(steps) != iv.num_steps:
             raise StageError(f"{path}: intervention {iv.id!r} was made for an attempt of "
                              f"{iv.num_steps} steps that the rollout stage no longer holds")
-        out.append(GuidedAttempt(iv, *split_at(steps, iv.location)))
+        out.append(GuidedAttempt(iv, *fmt.split_at(steps, iv.location),
+                                 intervention_text=fmt.intervention_text(iv.content)))
     return problems, out

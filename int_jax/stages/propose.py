@@ -1,14 +1,17 @@
 """`int-jax propose`: k self-proposed interventions per failed attempt.
 
 Two passes, each resumable:
-1. `guided`: per problem (with a failed attempt and a reference solution), the
-   model solves the problem with the reference as a guide (turn 1 of the chat);
+1. `guided`: the model solves the problem with the reference as a guide (turn 1
+   of the chat), once per failed attempt (`propose.guided_per="attempt"`, the
+   authors') or once per problem, shared by its attempts (`"problem"`);
 2. `propose`: per failed attempt, the three-turn chat (turn 1, the model's guided
-   solution as the assistant turn, then the numbered attempt and the task), k
-   samples. Chats over `propose.context_limit` tokens are skipped and counted.
+   solution as the assistant turn, then the attempt in labelled steps
+   (`config.steps`) and the task), k samples. Chats over `propose.context_limit`
+   tokens are skipped and counted.
 
-Outputs: `guided.jsonl` (one ungraded `Rollout` per problem: the guided
-solution), `proposals.jsonl` (one unparsed `Proposal` per sample).
+Outputs: `guided.jsonl` (one ungraded `Rollout` per attempt or problem, id
+`<attempt or problem id>/guided`: the guided solution), `proposals.jsonl` (one
+unparsed `Proposal` per sample).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from __future__ import annotations
 from ml_collections import ConfigDict
 
 from int_jax.data.records import Problem, Proposal, Rollout
-from int_jax.intervention.steps import split_steps
+from int_jax.intervention.steps import StepFormat
 from int_jax.stages import rollout
 from int_jax.stages.base import Item, ItemResult, StageRun, command
 from int_jax.stages.common import Context, context
 
 STAGE = "propose"
-SECTIONS = ("model", "data", "prompts", "sampler", "grading", "rollout", "propose", "seed")
+SECTIONS = ("model", "data", "prompts", "steps", "sampler", "grading", "rollout", "propose",
+            "seed")
+GUIDED_PER = ("attempt", "problem")
 OUTPUTS = {"guided.jsonl": Rollout, "proposals.jsonl": Proposal}
 
 
@@ -30,13 +35,23 @@ def proposal_id(rollout_id: str, index: int) -> str:
     return f"{rollout_id}/p{index}"
 
 
+def guided_key(cfg: ConfigDict, attempt: Rollout) -> str:
+    """The guided solution an attempt's chat uses: its own, or its problem's."""
+    return attempt.id if cfg.guided_per == "attempt" else attempt.problem_id
+
+
+def guided_id(key: str) -> str:
+    return f"{key}/guided"
+
+
 def _guided(ctx: Context, cfg: ConfigDict, batch: list[Item], seed: int) -> list[ItemResult]:
+    """One guided solution per item (key: attempt or problem id; payload: the problem)."""
     problems: list[Problem] = [it.payload for it in batch]
     prompts = [ctx.encode(ctx.prompts.solve_chat(p.problem, p.reference_solution)) for p in problems]
     completions = ctx.sample(prompts, 1, cfg, seed, max_new_tokens=cfg.guided_max_new_tokens)
     results = []
-    for problem, ids, (c,) in zip(problems, prompts, completions):
-        record = Rollout(id=f"{problem.id}/guided", problem_id=problem.id, sample_index=0,
+    for it, problem, ids, (c,) in zip(batch, problems, prompts, completions):
+        record = Rollout(id=guided_id(it.key), problem_id=problem.id, sample_index=0,
                          prompt=ctx.decode(ids), completion=c.text, prompt_tokens=len(ids),
                          completion_tokens=len(c.tokens), finish_reason=c.finish_reason)
         r = ItemResult({"guided.jsonl": [record]}, tokens=len(c.tokens))
@@ -45,12 +60,13 @@ def _guided(ctx: Context, cfg: ConfigDict, batch: list[Item], seed: int) -> list
     return results
 
 
-def _propose(ctx: Context, cfg: ConfigDict, problems: dict[str, Problem],
+def _propose(ctx: Context, cfg: ConfigDict, steps: StepFormat, problems: dict[str, Problem],
              guided: dict[str, Rollout], batch: list[Item], seed: int) -> list[ItemResult]:
     attempts: list[Rollout] = [it.payload for it in batch]
     chats = [ctx.prompts.proposal_chat(problems[a.problem_id].problem,
                                        problems[a.problem_id].reference_solution,
-                                       guided[a.problem_id].completion, split_steps(a.completion))
+                                       guided[guided_id(guided_key(cfg, a))].completion,
+                                       steps.number(steps.split(a.completion)))
              for a in attempts]
     results = [ItemResult() for _ in batch]
     where, prompts = ctx.encode_within(chats, int(cfg.context_limit), [r.counters for r in results])
@@ -68,6 +84,10 @@ def _propose(ctx: Context, cfg: ConfigDict, problems: dict[str, Problem],
 
 
 def run(config: ConfigDict, ctx: Context | None = None) -> dict:
+    if config.propose.guided_per not in GUIDED_PER:
+        raise ValueError(f"config.propose.guided_per={config.propose.guided_per!r}; "
+                         f"choose one of {GUIDED_PER}")
+    steps = StepFormat.from_config(config.steps)
     stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
     if (manifest := stage.finished()) is not None:
         return manifest
@@ -75,13 +95,13 @@ def run(config: ConfigDict, ctx: Context | None = None) -> dict:
     stage.begin()
     cfg = config.propose
     with context(config, ctx) as ctx:
-        problem_ids = list(dict.fromkeys(a.problem_id for a in attempts))
-        stage.run_pass("guided", [Item(pid, problems[pid]) for pid in problem_ids],
+        by_key = {guided_key(cfg, a): problems[a.problem_id] for a in attempts}  # in order
+        stage.run_pass("guided", [Item(k, p) for k, p in by_key.items()],
                        lambda batch, seed: _guided(ctx, cfg, batch, seed), cfg.batch_size,
                        seed=config.seed)
-        guided = {g.problem_id: g for g in stage.read("guided.jsonl")}
+        guided = {g.id: g for g in stage.read("guided.jsonl")}
         stage.run_pass("propose", [Item(a.id, a) for a in attempts],
-                       lambda batch, seed: _propose(ctx, cfg, problems, guided, batch, seed),
+                       lambda batch, seed: _propose(ctx, cfg, steps, problems, guided, batch, seed),
                        cfg.batch_size, seed=config.seed)
     return stage.finish({"left_out": left_out})
 

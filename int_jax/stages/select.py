@@ -19,23 +19,23 @@ import dataclasses
 from ml_collections import ConfigDict
 
 from int_jax.data.records import Continuation, Intervention, Problem, Segment, SFTExample
-from int_jax.intervention.steps import STEP_SEPARATOR
 from int_jax.stages import filter as filter_stage
 from int_jax.stages.base import Item, ItemResult, StageRun, command, read_stage
 from int_jax.stages.common import Context, context
 
 STAGE = "select"
-SECTIONS = ("prompts", "select")
+SECTIONS = ("prompts", "steps", "select")
 OUTPUTS = {"sft.jsonl": SFTExample, "interventions.jsonl": Intervention}
 
 
 def sft_segments(guided: filter_stage.GuidedAttempt, include_suffix: bool) -> list[Segment]:
+    """prefix + intervention is the guided prefix the continuations started from."""
     segments = []
     if guided.prefix:
-        segments.append(Segment("prefix", guided.prefix + STEP_SEPARATOR))
-    segments.append(Segment("intervention", guided.intervention.content))
+        segments.append(Segment("prefix", guided.prefix))
+    segments.append(Segment("intervention", guided.intervention_text))
     if include_suffix and guided.suffix:
-        segments.append(Segment("suffix", STEP_SEPARATOR + guided.suffix))
+        segments.append(Segment("suffix", guided.suffix))
     return segments
 
 

@@ -20,6 +20,7 @@ from ml_collections import ConfigDict
 
 from int_jax.config_io import save_config
 from int_jax.data.records import Continuation, SFTExample, read_records
+from int_jax.intervention.filters import LEAK_TESTS
 from int_jax.stages.base import command, read_manifest, stage_dir
 
 STAGE = "stats"
@@ -69,6 +70,10 @@ def pipeline_counts(config: ConfigDict, continuations: list[Continuation] | None
         "parsed_repaired": filt.get("parsed_repaired", 0),
         "rejected": {k[len("rejected_"):]: v for k, v in sorted(filt.items()) if k.startswith("rejected_")},
         "leaky": filt.get("rejected_leaky", 0),
+        # What each leak test would reject of the proposals that reached the leak check
+        # (`filter.leak_test` picks the one applied): the authors' raw substring test
+        # and our normalised whole-token test, on the same proposals.
+        "leaky_by_test": {t: filt.get(f"leaky_{t}", 0) for t in LEAK_TESTS},
         "kept_interventions": filt.get("kept", 0),
         "with_correct_continuation": None if continuations is None else sum(
             c.num_correct > 0 for c in continuations if c.condition == "intervention"),
@@ -114,12 +119,15 @@ def table1(continuations: list[Continuation] | None) -> dict | None:
 def render_markdown(counts: dict, table: dict | None, run_name: str) -> str:
     lines = [f"# InT pipeline: run `{run_name}`", "", "## Counts", "", "| step | count |", "|---|---:|"]
     for key, value in counts.items():
-        if key in ("rejected", "stages_finished"):
+        if isinstance(value, (dict, list)):
             continue
         lines.append(f"| {key.replace('_', ' ')} | {'n/a' if value is None else value} |")
     if counts["rejected"]:
         lines += ["", "Rejected proposals by reason:", "", "| reason | count |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in counts["rejected"].items()]
+    lines += ["", "Proposals each leak test would reject (of those that reached it):", "",
+              "| leak test | would reject |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in counts["leaky_by_test"].items()]
     lines += ["", "## Table 1: continuations by conditioning", ""]
     if table is None:
         lines.append("(the continue stage has not finished)")
