@@ -18,6 +18,12 @@ vanish, and that batch is redone. Work is keyed by stable ids and split into
 batches by position in the (deterministic) item list, so a resumed run sends
 the sampler the same batches with the same seeds as an uninterrupted one, and
 its outputs are byte-identical. A stage with a manifest is skipped.
+
+No stale reuse: a stage declares the stages it reads (`StageRun(inputs=...)`;
+reading an undeclared one through `require`/`read_stage` is an error) and
+records the fingerprint of each input's manifest in its partial-run marker and
+its manifest. When an input (or any stage upstream of it) was rerun since, the
+stage refuses to skip or resume and says which folder to delete.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ log = logging.getLogger("int_jax.stages")
 
 LEDGER = "ledger.jsonl"
 MANIFEST = "manifest.json"
+MARKER = "fingerprint"  # written when a stage starts: its config and input fingerprints
 # Config values that change how a run behaves operationally but not what it writes.
 EPHEMERAL_KEYS = frozenset({"progress", "delay_s", "fsync"})
 
@@ -89,12 +96,62 @@ def read_manifest(directory: Path) -> dict | None:
         raise StageError(f"{path}: damaged manifest ({e.msg}); delete it to rerun the stage") from e
 
 
+def manifest_fingerprint(directory: Path) -> str | None:
+    """Hash of a stage's manifest bytes (None when it has not finished). Any rerun of
+    the stage writes a new manifest (counts, sizes, finish time), so a new hash."""
+    try:
+        data = (directory / MANIFEST).read_bytes()
+    except FileNotFoundError:
+        return None
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def check_inputs(config: ConfigDict, stage: str, recorded: Mapping[str, str],
+                 since: str = "this stage ran", _seen: set[str] | None = None) -> None:
+    """Raise when a manifest that `stage` read (`recorded`: input stage -> its manifest
+    fingerprint then) has changed, or when any stage upstream of those inputs is stale
+    in the same way (upstream first, so the error names the first folder to redo)."""
+    seen = set() if _seen is None else _seen
+    for name in recorded:
+        if name not in seen:
+            seen.add(name)
+            upstream = read_manifest(stage_dir(config, name))
+            if upstream and upstream.get("inputs"):
+                check_inputs(config, name, upstream["inputs"], _seen=seen)
+    directory = stage_dir(config, stage)
+    for name, old in recorded.items():
+        new = manifest_fingerprint(stage_dir(config, name))
+        if new == old:
+            continue
+        what = f"has no {MANIFEST} now" if new is None else f"changed since {since} (manifest " \
+                                                           f"{old} -> {new})"
+        raise StageError(f"{directory}: input stage {name!r} {what}; rerun `int-jax {stage}` "
+                         f"after deleting {directory}, or use another --config.run.name")
+
+
+def read_manifests(config: ConfigDict, stages: Sequence[str]) -> dict[str, dict | None]:
+    """The manifests of `stages` (None for one not finished), each checked against the
+    inputs it read (`check_inputs`): a report never mixes outputs of different runs."""
+    out = {}
+    for name in stages:
+        out[name] = read_manifest(stage_dir(config, name))
+        if out[name] is not None:
+            check_inputs(config, name, out[name].get("inputs") or {})
+    return out
+
+
+# Every stage folder `require` handed out, in order; a StageRun checks that it
+# declared each one it read (see `StageRun._undeclared_reads`).
+_READ_LOG: list[Path] = []
+
+
 def require(config: ConfigDict, stage: str) -> Path:
     """The folder of a finished earlier stage, or a clear error saying what to run."""
     directory = stage_dir(config, stage)
     if read_manifest(directory) is None:
         raise StageError(f"{directory}: stage {stage!r} has not finished (no {MANIFEST}); "
                          f"run `int-jax {stage}` with this config first")
+    _READ_LOG.append(directory)
     return directory
 
 
@@ -153,16 +210,35 @@ def _dump(entry: dict) -> str:
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
 
 
+def _read_marker(path: Path) -> tuple[str, dict[str, str] | None]:
+    """(config fingerprint, input fingerprints) of a partial-run marker; None for the
+    inputs of a marker written before stages recorded them (a bare fingerprint)."""
+    text = path.read_text().strip()
+    if not text.startswith("{"):
+        return text, None
+    try:
+        data = json.loads(text)
+        return str(data["fingerprint"]), dict(data["inputs"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise StageError(f"{path}: damaged marker ({e}); delete that folder to rerun the "
+                         "stage") from e
+
+
 class StageRun:
     """One stage's folder. Use: `finished()`, `begin()`, `run_pass(...)` one or more
-    times, `finish()`. `outputs` maps each output file to its record type."""
+    times, `finish()`. `outputs` maps each output file to its record type; `inputs`
+    names the earlier stages it reads (in pipeline order), whose manifests it records
+    and checks."""
 
     def __init__(self, config: ConfigDict, stage: str, outputs: Mapping[str, type[Record]],
-                 sections: Sequence[str]):
+                 sections: Sequence[str], inputs: Sequence[str] = ()):
         self.config = config
         self.stage = stage
         self.dir = stage_dir(config, stage)
         self.outputs = dict(outputs)
+        self.inputs = tuple(inputs)
+        self._reads_from = len(_READ_LOG)
+        self._input_fingerprints: dict[str, str] = {}
         self.fingerprint = fingerprint(config, sections)
         self.progress = bool(config.run.get("progress", True))
         self.sync = bool(config.run.get("fsync", True))
@@ -190,20 +266,48 @@ class StageRun:
                 f"{self.dir}: stage {self.stage!r} finished with a different config "
                 f"(fingerprint {manifest.get('fingerprint')} != {self.fingerprint}); "
                 "use another run name (--config.run.name=...) or delete that folder")
+        recorded = manifest.get("inputs")
+        if recorded is None and self.inputs:
+            log.warning("%s: finished before stages recorded their inputs; whether %s changed "
+                        "since cannot be checked", self.dir, ", ".join(self.inputs))
+        check_inputs(self.config, self.stage, recorded or {})
         print(f"[{self.stage}] already complete: {self.dir}")
         return manifest
 
+    def _undeclared_reads(self) -> None:
+        read = {d.name for d in _READ_LOG[self._reads_from:] if d.parent == self.dir.parent}
+        undeclared = sorted(read - set(self.inputs) - {self.stage})
+        if undeclared:
+            raise StageError(f"stage {self.stage!r} read stage {undeclared[0]!r} without "
+                             f"declaring it: add it to StageRun(..., inputs=(...)) so a rerun "
+                             "of it is noticed")
+
     def begin(self) -> None:
+        self._undeclared_reads()
+        current = {name: manifest_fingerprint(require(self.config, name)) for name in self.inputs}
         self.dir.mkdir(parents=True, exist_ok=True)
-        marker = self.dir / "fingerprint"
-        if marker.exists() and marker.read_text().strip() != self.fingerprint:
-            raise StageError(
-                f"{self.dir}: partial outputs were written with a different config; "
-                "rerun with the original config to resume, or delete that folder")
-        if not marker.exists():
+        marker = self.dir / MARKER
+        recorded = None
+        if marker.exists():
+            config_fp, recorded = _read_marker(marker)
+            if config_fp != self.fingerprint:
+                raise StageError(
+                    f"{self.dir}: partial outputs were written with a different config; "
+                    "rerun with the original config to resume, or delete that folder")
+        if recorded is not None:
+            check_inputs(self.config, self.stage, recorded,
+                         since="this stage's partial outputs were written")
+        else:
+            if marker.exists() and self.inputs:
+                log.warning("%s: partial outputs written before stages recorded their inputs; "
+                            "whether %s changed since cannot be checked", self.dir,
+                            ", ".join(self.inputs))
+            check_inputs(self.config, self.stage, current)  # the stages upstream of them
             tmp = marker.with_suffix(".tmp")
-            tmp.write_text(self.fingerprint + "\n")
+            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "inputs": current},
+                                      sort_keys=True) + "\n")
             os.replace(tmp, marker)
+        self._input_fingerprints = current
         save_config(self.config, self.dir)
         self._recover()
 
@@ -310,6 +414,7 @@ class StageRun:
     # -- end --------------------------------------------------------------
 
     def finish(self, extra: Mapping[str, Any] | None = None) -> dict:
+        self._undeclared_reads()
         outputs = {}
         for name in self.outputs:
             path = self.path(name)
@@ -319,6 +424,7 @@ class StageRun:
         manifest = {
             "stage": self.stage,
             "fingerprint": self.fingerprint,
+            "inputs": self._input_fingerprints,
             "counts": {p: dict(sorted(c.items())) for p, c in sorted(self._counters.items())},
             "outputs": outputs,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -87,7 +87,7 @@ def run(config: ConfigDict, ctx: Context | None = None) -> dict:
     if "intervention" not in config.continuation.conditions:
         raise ValueError("config.continuation.conditions must include 'intervention' "
                          "(select keeps interventions by it)")
-    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
+    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS, inputs=("rollout", "filter"))
     if (manifest := stage.finished()) is not None:
         return manifest
     problems, guided = filter_stage.load_interventions(config)

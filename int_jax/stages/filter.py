@@ -80,7 +80,7 @@ def run(config: ConfigDict, ctx=None) -> dict:
         raise ValueError(f"config.filter.leak_test={config.filter.leak_test!r}; "
                          f"choose one of {filters.LEAK_TESTS}")
     steps = StepFormat.from_config(config.steps)
-    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
+    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS, inputs=("rollout", "propose"))
     if (manifest := stage.finished()) is not None:
         return manifest
     problems, rollouts = rollout.load_outputs(config)

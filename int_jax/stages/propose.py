@@ -88,7 +88,7 @@ def run(config: ConfigDict, ctx: Context | None = None) -> dict:
         raise ValueError(f"config.propose.guided_per={config.propose.guided_per!r}; "
                          f"choose one of {GUIDED_PER}")
     steps = StepFormat.from_config(config.steps)
-    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
+    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS, inputs=("rollout",))
     if (manifest := stage.finished()) is not None:
         return manifest
     problems, attempts, left_out = rollout.failed_attempts(config)

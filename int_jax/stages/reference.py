@@ -41,7 +41,7 @@ def _process(ctx: Context, batch: list[Item]) -> list[ItemResult]:
 
 
 def run(config: ConfigDict, ctx: Context | None = None) -> dict:
-    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
+    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS, inputs=("rollout",))
     if (manifest := stage.finished()) is not None:
         return manifest
     problems = rollout.problems_in_scope(config)

@@ -57,7 +57,7 @@ def _process(ctx: Context, cfg: ConfigDict, problems: dict[str, Problem], batch:
 
 
 def run(config: ConfigDict, ctx: Context | None = None) -> dict:
-    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
+    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS, inputs=("rollout",))
     if (manifest := stage.finished()) is not None:
         return manifest
     problems, attempts, left_out = rollout.failed_attempts(config)

@@ -70,7 +70,7 @@ def _process(ctx: Context, cfg: ConfigDict, problems: dict[str, Problem],
 
 
 def run(config: ConfigDict, ctx: Context | None = None) -> dict:
-    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS)
+    stage = StageRun(config, STAGE, OUTPUTS, SECTIONS, inputs=("rollout", "filter", "continue"))
     if (manifest := stage.finished()) is not None:
         return manifest
     problems, guided = filter_stage.load_interventions(config)

@@ -21,7 +21,8 @@ from ml_collections import ConfigDict
 from int_jax.config_io import save_config
 from int_jax.data.records import Continuation, SFTExample, read_records
 from int_jax.intervention.filters import LEAK_TESTS
-from int_jax.stages.base import command, read_manifest, stage_dir
+from int_jax.stages.base import (command, manifest_fingerprint, read_manifest, read_manifests,
+                                 stage_dir)
 
 STAGE = "stats"
 CONDITION_LABELS = {
@@ -46,7 +47,7 @@ def _continuations(config: ConfigDict) -> list[Continuation] | None:
 
 def pipeline_counts(config: ConfigDict, continuations: list[Continuation] | None) -> dict:
     """The funnel: attempts -> failures -> proposals -> parsed -> kept -> verified -> SFT."""
-    m = {s: read_manifest(stage_dir(config, s)) for s in ("rollout", "propose", "filter", "continue", "select")}
+    m = read_manifests(config, ("rollout", "propose", "filter", "continue", "select"))
     roll, guided, prop = _counts(m["rollout"], "rollout"), _counts(m["propose"], "guided"), \
         _counts(m["propose"], "propose")
     filt, sel = _counts(m["filter"], "filter"), _counts(m["select"], "select")
@@ -156,7 +157,9 @@ def run(config: ConfigDict) -> dict:
     out_dir = stage_dir(config, STAGE)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir)
-    report = {"counts": counts, "table1": table}
+    # Which run of each stage this report describes (their manifests' fingerprints).
+    report = {"counts": counts, "table1": table,
+              "inputs": {s: manifest_fingerprint(stage_dir(config, s)) for s in counts["stages_finished"]}}
     _write(out_dir / "stats.json", json.dumps(report, indent=2) + "\n")
     md = render_markdown(counts, table, config.run.name)
     _write(out_dir / "stats.md", md)
