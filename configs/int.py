@@ -71,6 +71,7 @@ def get_config(arg: str = "paper") -> ConfigDict:
         rules=(("embed", None),),
     ))
     c.grading = ConfigDict(dict(timeout_s=10.0, workers=1 if tiny else 16))
+    c.grading.multi_box = False  # True: closing boxes are one list, a later "final answer" wins
 
     paper = _sampling(0.7, 0.8, 20)
     c.rollout = ConfigDict(dict(

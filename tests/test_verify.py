@@ -93,6 +93,46 @@ TABLE = [
     ("The answer is 7.", "7", N), (r"cut off \boxed{7", "7", N), (r"\boxed{}", "7", N),
     (r"\fbox{12}", "12", C), (r"\boxed 5", "5", C),
     (r"\boxed{" + "1" * 1001 + "}", "1", U),
+    # thousands separators only where the digits group by three; currency; units
+    (r"32,\! 349", "32349", C), (r"11,\!111,\!111,\!100", "11111111100", C), ("32, 349", "32349", W),
+    (r"32{,}349", "32349", C), (r"32\,349", "32349", C), (r"1,\!23", "123", W),
+    (r"\$16,\!386.20", "$16386.20$", C), (r"\$16,\!386.21", "$16386.20$", W),
+    (r"125\textnormal{ miles}", "$125$ miles", C), ("125", "$125$ miles", C), ("126", "$125$ miles", W),
+    (r"3\mathrm{ cm}", "3", C), ("2 ab", "2", W),  # `ab` is a product, not a unit
+    # golds that are not bare answers: solution text, several boxes
+    (r"28\%", "So it loses 28%. Final Answer: The final answer is $28 \\%$. I hope it is correct.", C),
+    (r"27\%", "So it loses 28%. Final Answer: The final answer is $28 \\%$. I hope it is correct.", W),
+    ("1, 2", r"$\boxed{1}\boxed{2}$", C), ("2", r"$\boxed{1}\boxed{2}$", W),
+    # olympiad forms: \pm against the solution list
+    (r"(1,2), (-1,2)", r"$(\pm 1, 2)$", C), ("(1,2)", r"$(\pm 1, 2)$", W),
+    (r"1+\sqrt2, 1-\sqrt2, -1+\sqrt2, -1-\sqrt2", r"$\pm 1 \pm \sqrt{2}$", C),
+    (r"1+\sqrt2, -1-\sqrt2", r"$\pm 1 \pm \sqrt{2}$", W),
+    (r"(1,1), (1,-1), (-1,1), (-1,-1)", r"$(\pm 1, \pm 1)$", U),  # independent or same signs?
+    ("(2,2)", r"$(\pm 1, \pm 1)$", W),  # wrong under either reading
+    # an inequality against the interval
+    (r"x \le 0", r"$(-\infty, 0]$", C), ("x < 0", r"$(-\infty, 0]$", W),
+    (r"1 \le x \le 2", "[1,2]", C), (r"x \ne 0", r"$(-\infty,0)\cup(0,\infty)$", C),
+    (r"x < 0 \text{ or } x > 1", r"$(-\infty,0)\cup(1,\infty)$", C),
+    (r"x < 0 \text{ or } x > 2", r"$(-\infty,0)\cup(1,\infty)$", W),
+    ("x^2 = 4", r"$\{-2, 2\}$", W),  # an equation is not its solution set
+    # congruences against n = 4k+3
+    ("n = 4k+3", r"$n \equiv 3 \pmod 4$", C), (r"n \equiv 3 \pmod{4}", "$n=4k+3$", C),
+    (r"n \equiv -1 \pmod 4", r"$n \equiv 3 \pmod{4}$", C), (r"n \equiv 1 \pmod 4", r"$n \equiv 3 \pmod{4}$", W),
+    ("n = 4k+1", r"$n \equiv 3 \pmod 4$", W), (r"4k+1, 4k+3", r"$n \equiv 1 \pmod 2$", C),
+    (r"n \equiv 1, 3 \pmod 8", r"$n = 8k+1$ or $n = 8k+3$", C), (r"n \equiv 1 \pmod 8", r"$n \equiv 1, 3 \pmod 8$", W),
+    (r"n \equiv 3 \ (\mathrm{mod}\ 4)", r"$n \equiv 3 \pmod 4$", C),
+    (r"9 \pmod{11}", "9", C), ("7", r"$n \equiv 3 \pmod 4$", U), ("5", r"$n \equiv 3 \pmod 4$", W),
+    (r"\text{odd } n", r"$n \equiv 1 \pmod 2$", U),
+    # lists elided with \ldots / \dots / \cdots
+    (r"1, 2, \dots, n", r"$1, 2, \ldots, n$", C), ("1, 2, n", r"$1, 2, \ldots, n$", U),
+    (r"\{1, 2, \ldots, 10\}", "1,2,3,4,5,6,7,8,9,10", C), (r"1, 2, \ldots, 9", r"$1, 2, \ldots, 10$", W),
+    (r"2, 4, 6, \cdots", r"$2, 4, 6, \ldots$", C), ("2, 4, 6", r"$2, 4, 6, \ldots$", W),
+    ("2k", r"$2, 4, 6, \ldots$", U),
+    # quantified answers: "all n such that"
+    (r"n \equiv 3 \pmod 4", r"all $n$ such that $n \equiv 3 \pmod 4$", C),
+    ("n = 4k+3", r"\text{all } n \text{ such that } n \equiv 3 \pmod 4", C),
+    (r"n \ge 2", r"all integers $n \ge 2$", C), (r"n \ge 3", r"all integers $n \ge 2$", W),
+    ("2^k", "All powers of 2", U), ("n = 2k+1", "odd $n$", U),  # a formula against words
 ]
 
 # math-verify limits we could not fix in the normalisation layer.
@@ -174,6 +214,15 @@ def test_dead_worker_is_replaced_its_item_timeout():
         assert out == [Grade.TIMEOUT, C]
 
 
+def test_multi_box_switch(pool):
+    two = r"so $n = \boxed{-2}$ and $\boxed{1}$."
+    sub = r"$\boxed{200}$, then $\boxed{255}$. Final Answer: The final answer is $10,455$."
+    pairs = [(two, "1, -2"), (sub, "10455")]
+    assert grade_batch(pairs, pool=pool, timeout_s=TIMEOUT_S) == [W, W]  # the authors' last box
+    assert grade_batch(pairs, pool=pool, timeout_s=TIMEOUT_S, multi_box=True) == [C, C]
+    assert grade(two, "1, -2", multi_box=True) == C
+
+
 def test_workers_option_makes_a_private_pool():
     assert grade_batch([(boxed("1"), "1"), (boxed("2"), "1")], workers=1) == [C, W]
 
@@ -182,7 +231,8 @@ def test_workers_option_makes_a_private_pool():
 
 _TOKENS = list("{}\\^_()[]$,.=+-*/ 0123456789xnabfrc") + [
     r"\frac", r"\sqrt", r"\boxed{", r"\left(", r"\right)", r"\lfloor", r"\infty", r"\text{",
-    r"\cup", r"\{", r"\}", "^{", "10^{"]
+    r"\cup", r"\{", r"\}", "^{", "10^{", r"\equiv", r"\pmod", r"\ldots", r"\pm", r",\!", "{,}",
+    r"\textnormal{", "k", r"\le", "Final Answer: "]
 _LATEXISH = st.lists(st.sampled_from(_TOKENS), max_size=150).map("".join)
 _PROPERTY = settings(max_examples=25, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -14,7 +14,16 @@ gold answers look like and math-verify alone gets wrong:
   variable in ``2-2m`` as metres);
 * prose golds (``odd n``, ``All powers of 2``, ``no solutions``) are compared as bags
   of words, never through the LaTeX parser, which would read ``odd n`` as ``o*d*d*n``;
-* an interval is never equal to a finite set (``(1,2)`` vs ``\\{1,2\\}``).
+* an interval is never equal to a finite set (``(1,2)`` vs ``\\{1,2\\}``); an
+  inequality in the response is compared with an interval gold as a set;
+* thousands separators (``32,\\!349``, ``32{,}349``, ``32\\,349``: groups of three
+  digits only; ``32, 349`` stays a list), a currency ``\\$`` and a unit after a number
+  (``\\textnormal{ miles}``, or a plain word in the gold: ``$125$ miles``) are dropped;
+* a gold given as solution text is reduced to its final answer (``answers.gold_answer``);
+* olympiad forms math-verify cannot read (congruences, elided lists, tuples with
+  several ``\\pm``) go through ``forms.py``;
+* where the grader cannot decide (a gold it cannot parse, prose against a formula,
+  an elided list against a formula) the grade is ``unparsable``, never ``wrong``.
 
 Everything here runs in-process with no time limit: callers (``verify.py``) run it in
 worker processes under a hard per-item deadline. Nothing is ever ``eval``-ed.
@@ -28,9 +37,11 @@ import re
 
 from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
 from math_verify import LatexExtractionConfig, parse, verify
-from sympy import FiniteSet, Interval
+from sympy import And, FiniteSet, Interval, Or, Symbol, Union
+from sympy.core.relational import Equality, Relational
 
-from int_jax.grading.answers import last_boxed
+from int_jax.grading import forms
+from int_jax.grading.answers import gold_answer
 from int_jax.grading.grade import Grade
 
 # math-verify warns once that its signal timeouts are off; ours are enforced outside.
@@ -45,7 +56,11 @@ _LATEX_CONFIG = (LatexExtractionConfig(
 ),)
 
 _LAYOUT = re.compile(r"\\displaystyle|\\[!,;:> ]|~|\\q?quad\b|\\\(|\\\)|\\\[|\\\]|\$")
-_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
+_TEXT_CMD = re.compile(
+    r"\\(?:text|textnormal|textbf|textit|textrm|textup|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
+# Thousands separators: `,\!`, `{,}` or a thin space `\,` between groups of three digits.
+_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:(?:,\s*\\!|\{,\}|\\,)\s*\d{3})+(?![\d])")
+_SEPARATOR = re.compile(r",\s*\\!|\{,\}|\\,|\s")
 _CONNECTOR = re.compile(r"\\text\s*\{\s*(?:and|or)\s*\}|(?<![A-Za-z\\])(?:and|or)(?![A-Za-z])")
 _QUALIFIER = re.compile(
     r"(?:,\s*|\s+|\(\s*)(?:where|for\s+some|for\s+all|for\s+any|for\s+every|for\s+each|"
@@ -53,13 +68,26 @@ _QUALIFIER = re.compile(
     re.IGNORECASE,
 )
 _QUANTIFIER = re.compile(
-    r"^(?:all|any|every|only)(?:\s+(?:positive|negative|nonnegative|non-negative|real|"
-    r"natural|integers?|numbers?|values?|solutions?|pairs?|triples?|functions?|"
-    r"polynomials?|of))*\s*(?:such\s+that|with|where|satisfying|:|are|is)?\s*",
+    r"^(?:(?:all|any|every|each|only)(?![A-Za-z])(?:\s+(?:positive|negative|nonnegative|"
+    r"non-negative|real|natural|integers?|numbers?|values?|solutions?|pairs?|triples?|"
+    r"functions?|polynomials?|of)(?![A-Za-z]))*\s*)?"
+    # `all n such that ...`: the variable goes with the quantifier
+    r"(?:[A-Za-z](?:_\{?\w{1,8}\}?)?\s+(?:such\s+that|for\s+which|satisfying|so\s+that)"
+    r"(?![A-Za-z])\s*|(?:(?:such\s+that|with|where|satisfying|are|is)(?![A-Za-z])|:)?\s*)",
     re.IGNORECASE,
 )
 # A unit word after a number: `5 \text{ cm}`, `12\text{ degrees}`, `3\,\mathrm{m}^2`.
-_UNIT = re.compile(r"(?<=[0-9}])\s*\\(?:text|mathrm|mbox)\s*\{\s*[A-Za-z]+\s*\}(?:\^\{?[23]\}?)?\s*$")
+_UNIT = re.compile(r"(?<=[0-9}])\s*\\(?:text|textnormal|mathrm|mbox)\s*\{\s*[A-Za-z]+\s*\}"
+                   r"(?:\^\{?[23]\}?)?\s*$")
+# A plain unit after a lone number (a gold written `$125$ miles`): one or two words.
+_PLAIN_UNIT = re.compile(r"^(?P<number>[-+]?\d[\d.]*(?:\s*\\%)?)\s+(?P<unit>[A-Za-z]+(?: [A-Za-z]+)?)"
+                         r"(?:\^\{?[23]\}?)?$")
+_NOT_UNITS = frozenset("and or for where with when if such that all is are but not only each "
+                       "every any some".split())
+# Two- and three-letter units; a longer unit is any word that is not mathematics
+# (`2 ab` is a product, not a unit).
+_SHORT_UNITS = frozenset("cm mm km ft yd mi kg mg lb lbs oz hr hrs min mins sec secs mph kph "
+                         "deg rad sq cu usd".split())
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]+(?![A-Za-z])")
 # Letter runs that are mathematics when written without a backslash.
 _MATH_WORDS = frozenset(
@@ -80,7 +108,8 @@ _NOTHING = re.compile(
 
 def clean(s: str) -> str:
     """Remove layout-only LaTeX and one trailing period; collapse whitespace."""
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\$", " ")
+    s = _THOUSANDS.sub(lambda m: _SEPARATOR.sub("", m.group(0)), s)
     s = _LAYOUT.sub(" ", s)
     s = re.sub(r"\s+", " ", s).strip()
     if s.endswith(".") and not s.endswith(".."):
@@ -124,7 +153,16 @@ def _strip_quantifier(s: str) -> str:
     return unwrapped[m.end() :]
 
 
+def _is_unit_word(w: str) -> bool:
+    if w in _NOT_UNITS or w in _MATH_WORDS:
+        return False
+    return w in _SHORT_UNITS or len(w) >= 4
+
+
 def _strip_unit(s: str) -> str:
+    m = _PLAIN_UNIT.match(s)
+    if m and all(_is_unit_word(w) for w in m.group("unit").lower().split()):
+        return m.group("number")
     return _UNIT.sub("", s)
 
 
@@ -168,23 +206,89 @@ def _kinds_clash(gold: tuple, answer: tuple) -> bool:
     )
 
 
+def _inequality_for_interval(gold, answer) -> bool:
+    """An inequality (or a chain of them) in the response against an interval gold:
+    math-verify compares them as sets only when told to (not for equations:
+    ``x^2 = 4`` is not the answer ``\\{-2, 2\\}``)."""
+    if not isinstance(gold, (Interval, Union)):
+        return False
+    atoms = answer.args if isinstance(answer, (And, Or)) else (answer,)
+    return all(isinstance(r, Relational) and not isinstance(r, Equality) for r in atoms)
+
+
+def _inequalities_as_union(gold, answer):
+    """``x < 0 \\text{ or } x > 1`` (read as a list of inequalities) against an interval
+    gold: the union of their sets, when each is a bound on one and the same variable;
+    else None."""
+    if not isinstance(gold, (Interval, Union)) or not isinstance(answer, FiniteSet):
+        return None
+    symbols = set()
+    for r in answer.args:
+        if not isinstance(r, Relational) or isinstance(r, Equality):
+            return None
+        lone = [side for side in (r.lhs, r.rhs) if isinstance(side, Symbol)]
+        if len(lone) != 1 or r.free_symbols != {lone[0]}:
+            return None
+        symbols.add(lone[0])
+    if len(symbols) != 1:
+        return None
+    return Union(*(r.as_set() for r in answer.args))
+
+
+def _same_text(a: str, g: str) -> bool:
+    return a.replace(" ", "") == g.replace(" ", "")
+
+
+def _compare_math(a: str, g: str) -> Grade:
+    """math-verify on two answers; undecided when either does not parse."""
+    gold_parsed, answer_parsed = parse_math(g), parse_math(a)
+    if not answer_parsed or not gold_parsed:
+        return Grade.UNPARSABLE
+    if _kinds_clash(gold_parsed, answer_parsed):
+        return Grade.WRONG
+    union = _inequalities_as_union(gold_parsed[0], answer_parsed[0])
+    if union is not None:
+        answer_parsed = (union,)
+    ok = verify(list(gold_parsed), list(answer_parsed), timeout_seconds=None,
+                allow_set_relation_comp=_inequality_for_interval(gold_parsed[0], answer_parsed[0]))
+    return Grade.CORRECT if ok else Grade.WRONG
+
+
+def _same_math(a: str, g: str) -> bool:
+    return _same_text(a, g) or _compare_math(a, g) is Grade.CORRECT
+
+
+def _compare_prose(a: str, g: str) -> Grade:
+    """A prose gold: equal bags of words are correct; another prose answer, a number
+    or a lone variable is wrong; a formula (``2^k`` for ``all powers of 2``) cannot
+    be compared with words here, so it is undecided."""
+    if bag_of_words(a) == bag_of_words(g):
+        return Grade.CORRECT
+    if is_prose(a) or not re.search(r"[A-Za-z]", a) or re.fullmatch(r"\s*[A-Za-z]\s*", a):
+        return Grade.WRONG
+    return Grade.UNPARSABLE
+
+
 def equivalent(answer: str, gold: str) -> Grade:
     """Grade an extracted answer against a gold answer (no time limit; see module doc)."""
-    if "\\boxed" in gold or "\\fbox" in gold:  # some datasets box their golds
-        gold = last_boxed(gold) or gold
+    gold = gold_answer(gold)  # a boxed gold, or one given as solution text
     a, g = clean(answer), clean(gold)
     if not a:
         return Grade.NO_ANSWER
-    if a.replace(" ", "") == g.replace(" ", ""):
+    if _same_text(a, g):
         return Grade.CORRECT
-    g_main = main_part(g)
+    a_main = main_part(_strip_unit(_strip_quantifier(a)))
+    g_main = main_part(_strip_unit(_strip_quantifier(g)))
+    if _same_text(a_main, g_main):
+        return Grade.CORRECT
     if is_prose(g_main):
-        return Grade.CORRECT if bag_of_words(a) == bag_of_words(g) else Grade.WRONG
-    gold_parsed = parse_math(_as_list(g_main))
-    answer_parsed = parse_math(_as_list(main_part(_strip_unit(_strip_quantifier(a)))))
-    if not answer_parsed:
-        return Grade.UNPARSABLE
-    if not gold_parsed or _kinds_clash(gold_parsed, answer_parsed):
-        return Grade.WRONG
-    ok = verify(list(gold_parsed), list(answer_parsed), timeout_seconds=None)
-    return Grade.CORRECT if ok else Grade.WRONG
+        return _compare_prose(a, g)
+    al, gl = _as_list(a_main), _as_list(g_main)
+    verdict = forms.compare_congruence(_unwrap_text(al), _unwrap_text(gl))
+    if verdict is not None:
+        return verdict
+    al, gl = forms.write_out(al), forms.write_out(gl)
+    verdict = forms.compare_elided(al, gl, _same_math)
+    if verdict is None:
+        verdict = forms.compare_readings(al, gl, _same_math)
+    return verdict if verdict is not None else _compare_math(al, gl)

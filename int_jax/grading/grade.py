@@ -15,7 +15,9 @@ class Grade(str, enum.Enum):
     CORRECT = "correct"
     WRONG = "wrong"
     NO_ANSWER = "no_answer"  # no final \boxed{...} in the response
-    UNPARSABLE = "unparsable"  # an answer, but too long or not readable as math
+    # an answer, but too long, not readable as math, or in a form the grader cannot
+    # compare with the gold's (an elided list against a formula): undecided, not wrong
+    UNPARSABLE = "unparsable"
     TIMEOUT = "timeout"  # grading ran past its time limit (or its worker died)
 
     @property

@@ -50,18 +50,22 @@ def grade_batch(
     workers: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     pool: GraderPool | None = None,
+    multi_box: bool = False,
 ) -> list[Grade]:
     """Grade (response, gold) pairs; one ``Grade`` per pair, in input order.
 
     ``workers`` sizes a pool for this call only (default: the shared pool). Each
     distinct (answer, gold) is graded once; a pair whose grading runs past
-    ``timeout_s`` (+ the pool's grace) is graded ``Grade.TIMEOUT``.
+    ``timeout_s`` (+ the pool's grace) is graded ``Grade.TIMEOUT``. ``multi_box``
+    (``grading.multi_box``): a response's closing boxes are one answer list and a
+    "final answer" sentence after its last box wins; default the authors' last box
+    (``answers.py``).
     """
     pairs = list(pairs)
     grades: list[Grade | None] = [None] * len(pairs)
     todo: dict[tuple[str, str], list[int]] = {}
     for i, (response, gold) in enumerate(pairs):
-        answer, too_long = extract_answer(response)
+        answer, too_long = extract_answer(response, multi_box)
         if too_long:
             grades[i] = Grade.UNPARSABLE
         elif not answer:
@@ -81,8 +85,9 @@ def grade_batch(
     return grades  # type: ignore[return-value]
 
 
-def grade(response: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Grade:
+def grade(response: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+          multi_box: bool = False) -> Grade:
     """Grade one response (through the shared pool, so it is time-bounded)."""
-    return grade_batch([(response, gold)], timeout_s=timeout_s)[0]
+    return grade_batch([(response, gold)], timeout_s=timeout_s, multi_box=multi_box)[0]
 
 

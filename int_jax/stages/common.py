@@ -152,9 +152,10 @@ class Context:
 
         if not responses:
             return []
+        multi_box = bool(self.config.grading.get("multi_box", False))
         grades = grade_batch(list(zip(responses, golds)), pool=self.grader_pool,
-                             timeout_s=float(self.config.grading.timeout_s))
-        return [(Grade(g).value, extract_answer(r)[0]) for r, g in zip(responses, grades)]
+                             timeout_s=float(self.config.grading.timeout_s), multi_box=multi_box)
+        return [(Grade(g).value, extract_answer(r, multi_box)[0]) for r, g in zip(responses, grades)]
 
     def close(self) -> None:
         if "grader_pool" in self.__dict__:
