@@ -39,3 +39,26 @@ def test_grade_from_a_plain_script_without_main_guard(tmp_path):
     assert "hard-limit timeout True" in lines
     assert "own-pool ['correct']" in lines
     assert "bootstrapping" not in r.stderr and "cwd" not in r.stderr
+
+
+def test_long_golds_never_block_the_parent_on_a_stopped_worker():
+    """Messages queued to a worker that stopped reading stay under its pipe buffer, so
+    the parent is never stuck writing and still enforces the hard limit."""
+    import signal
+    import threading
+
+    from int_jax.grading.verify import Grade, GraderPool, grade_batch
+
+    gold = "2" + " " * 30_000  # a gold given as long solution text: 30 KB per message
+    pairs = [(f"\\boxed{{{i}}}", gold) for i in range(8)]
+    with GraderPool(2) as pool:
+        grade_batch([("\\boxed{1}", "1")], pool=pool)  # both workers up
+        os.kill(pool.pids()[0], signal.SIGSTOP)
+        out = []
+        t = threading.Thread(target=lambda: out.extend(grade_batch(pairs, pool=pool, timeout_s=1.0)),
+                             daemon=True)
+        t.start()
+        t.join(timeout=120)
+        assert not t.is_alive(), "grade_batch is stuck writing to a stopped worker"
+    assert out.count(Grade.TIMEOUT) == 1 and out[2] == Grade.CORRECT
+    assert all(g == Grade.WRONG for i, g in enumerate(out) if i != 2 and g != Grade.TIMEOUT)

@@ -36,6 +36,11 @@ from pathlib import Path
 from int_jax.grading.grade import Grade
 
 _STARTUP_TIMEOUT_S = 120.0
+# Bytes of queued messages a worker may hold unread: below any OS's pipe buffer, so a
+# write to a worker that stopped reading (hung in C code, or stopped) never blocks the
+# parent, which must stay free to enforce the hard limit. A worker with nothing queued
+# takes one message of any size.
+_PIPE_BUDGET = 16 * 1024
 _WORKER_MODULE = "int_jax.grading.worker"
 # The folder holding the int_jax package: a worker imports the same int_jax as its
 # parent, installed or not, and never the caller's working directory (`-P`).
@@ -56,9 +61,7 @@ def _worker_env() -> dict[str, str]:
 
 
 class _Worker:
-    """One worker process and its pipes. Messages are small (an extracted answer is
-    bounded by ``answers.py``, at most ``depth`` are queued), so a write to a stopped
-    worker fits in the pipe's buffer and never blocks the parent."""
+    """One worker process and its pipes."""
 
     def __init__(self):
         self.proc = subprocess.Popen(_worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -68,14 +71,26 @@ class _Worker:
         self.started = time.monotonic()
         self.ready = False
         self.in_flight: collections.deque[int] = collections.deque()
+        self.sizes: collections.deque[int] = collections.deque()  # bytes of each in-flight message
         self.head_since = 0.0  # when the worker began its current (head) item
 
     def fileno(self) -> int:  # for multiprocessing.connection.wait
         return self._out_fd
 
-    def send(self, value) -> None:
+    def takes(self, data: bytes) -> bool:
+        """Whether `data` may be queued now without risking a blocked write."""
+        return not self.in_flight or sum(self.sizes) + len(data) <= _PIPE_BUDGET
+
+    def push(self, idx: int, size: int) -> None:
+        self.in_flight.append(idx)
+        self.sizes.append(size)
+
+    def pop(self) -> int:
+        self.sizes.popleft()
+        return self.in_flight.popleft()
+
+    def send(self, data: bytes) -> None:
         """Raises OSError (BrokenPipeError) when the worker is gone."""
-        data = (json.dumps(value) + "\n").encode("ascii")
         view = memoryview(data)
         while view:
             view = view[os.write(self.proc.stdin.fileno(), view):]
@@ -152,7 +167,7 @@ class GraderPool:
                                 continue
                             idx, value = msg
                             assert w.in_flight and w.in_flight[0] == idx, "out-of-order reply"
-                            w.in_flight.popleft()
+                            w.pop()
                             results[idx] = Grade(value)
                             remaining -= 1
                             w.head_since = now
@@ -175,17 +190,21 @@ class GraderPool:
             for i, w in enumerate(self._workers):
                 if not (pending and w.ready and len(w.in_flight) < self.depth):
                     continue
-                idx = pending.popleft()
+                idx = pending[0]
+                answer, gold = items[idx]
+                data = (json.dumps([idx, answer, gold, timeout_s]) + "\n").encode("ascii")
+                if not w.takes(data):
+                    continue
+                pending.popleft()
                 try:
-                    answer, gold = items[idx]
-                    w.send([idx, answer, gold, timeout_s])
+                    w.send(data)
                 except OSError:  # died while idle: nothing of ours was running there
                     pending.appendleft(idx)
                     self._requeue_and_replace(i, pending)
                     continue
                 if not w.in_flight:
                     w.head_since = now
-                w.in_flight.append(idx)
+                w.push(idx, len(data))
                 progress = True
 
     def _fail_head(self, i: int, results: list, pending: collections.deque) -> int:
@@ -193,7 +212,7 @@ class GraderPool:
         w = self._workers[i]
         done = 0
         if w.in_flight:
-            results[w.in_flight.popleft()] = Grade.TIMEOUT
+            results[w.pop()] = Grade.TIMEOUT
             done = 1
         self._requeue_and_replace(i, pending)
         return done
@@ -215,7 +234,7 @@ class GraderPool:
             return
         for w in self._workers:
             try:
-                w.send(None)
+                w.send(b"null\n")
             except OSError:
                 pass
         for w in self._workers:
