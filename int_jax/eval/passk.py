@@ -96,3 +96,99 @@ def summarize_samples(samples: Iterable, **kwargs) -> dict[str, Scores]:
         nc[0] += 1
         nc[1] += getattr(s.grade, "value", s.grade) == "correct"
     return {b: summarize(probs, **kwargs) for b, probs in sorted(counts.items())}
+
+
+# ---- one benchmark's evaluation summary (the `eval` stage's summary files) ----------
+
+UNCATEGORISED = "(none)"
+
+
+@dataclasses.dataclass
+class _Tally:
+    """Running counts of one benchmark's samples (records are streamed, never kept)."""
+
+    counts: dict[str, list[int]] = dataclasses.field(
+        default_factory=lambda: defaultdict(lambda: [0, 0]))  # problem -> [n, correct]
+    grades: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
+    samples: int = 0
+    tokens: int = 0
+    truncated: int = 0
+
+    def add(self, s) -> None:
+        grade = getattr(s.grade, "value", s.grade)
+        nc = self.counts[s.problem_id]
+        nc[0] += 1
+        nc[1] += grade == "correct"
+        self.grades[grade] += 1
+        self.samples += 1
+        self.tokens += int(s.num_tokens)
+        self.truncated += s.finish_reason == "length"
+
+
+def _scores(counts: Mapping[str, Sequence[int]], **kwargs) -> dict:
+    """pass@k, intervals, coverage and mean@n of some problems; None values (with the
+    reason) when there are none."""
+    if not counts:
+        return {"problems": 0, "pass_at_k": None, "ci": None, "coverage": None,
+                "mean_at_k": None, "missing": "no scored problem"}
+    s = summarize({p: (n, c) for p, (n, c) in counts.items()}, **kwargs)
+    d = s.to_dict()
+    return {"problems": s.num_problems, "pass_at_k": d["pass_at"], "ci": d["ci"],
+            "coverage": s.coverage, "mean_at_k": s.mean_at_n}
+
+
+def eval_summaries(samples: Iterable, *, unscored: Mapping[str, Mapping[str, Mapping]] | None = None,
+                   categories: Mapping[str, Mapping[str, str | None]] | None = None,
+                   ks: Sequence[int] | None = None, bootstrap: int = 1000,
+                   confidence: float = 0.95, seed: int = 0) -> dict[str, dict]:
+    """One summary per benchmark from ``EvalSample`` records (anything with
+    ``benchmark``, ``problem_id``, ``grade``, ``num_tokens`` and ``finish_reason``),
+    read once as a stream.
+
+    ``unscored``: benchmark -> problem -> facts (e.g. ``{"answer": ..., "reason": ...}``)
+    of problems left out of every score (a gold the grader cannot read); each is listed
+    with its sample counts, never scored 0. ``categories``: benchmark -> problem ->
+    category (None: ``UNCATEGORISED``); per-category scores when given.
+
+    Scores (pass@k for ``ks``, default 1, 2, 4, ... n; bootstrap intervals over
+    problems; coverage; mean@k = mean fraction correct) cover the scored problems.
+    Response length and the truncation rate (``finish_reason == "length"``) cover
+    every sample.
+    """
+    tallies: dict[str, _Tally] = defaultdict(_Tally)
+    for s in samples:
+        tallies[s.benchmark].add(s)
+    unscored = unscored or {}
+    categories = categories or {}
+    kw = dict(ks=ks, bootstrap=bootstrap, confidence=confidence, seed=seed)
+    out = {}
+    for bench, t in sorted(tallies.items()):
+        left_out = unscored.get(bench, {})
+        scored = {p: nc for p, nc in t.counts.items() if p not in left_out}
+        sizes = sorted({n for n, _ in t.counts.values()})
+        summary = {
+            "benchmark": bench,
+            "problems": len(t.counts),
+            "samples": t.samples,
+            "samples_per_problem": sizes[0] if len(sizes) == 1 else sizes,
+            "grades": dict(sorted(t.grades.items())),
+            "mean_response_tokens": t.tokens / t.samples if t.samples else None,
+            "truncation_rate": t.truncated / t.samples if t.samples else None,
+            "truncated": t.truncated,
+            "scored_problems": len(scored),
+            "unscored_problems": len(t.counts) - len(scored),
+            "unscored": [{"id": p, **dict(left_out[p]), "samples": t.counts[p][0],
+                          "correct": t.counts[p][1]} for p in sorted(left_out) if p in t.counts],
+        }
+        scores = _scores(scored, **kw)
+        summary.update({k: v for k, v in scores.items() if k != "problems"})
+        summary["pass_at_1"] = scores["pass_at_k"]["1"] if scores["pass_at_k"] else None
+        cats = categories.get(bench)
+        if cats:
+            groups: dict[str, dict] = defaultdict(dict)
+            for p, nc in scored.items():
+                groups[cats.get(p) or UNCATEGORISED][p] = nc
+            summary["categories"] = {c: _scores(g, **kw) for c, g in sorted(groups.items())}
+        summary["bootstrap"] = {"resamples": bootstrap, "confidence": confidence, "seed": seed}
+        out[bench] = summary
+    return out
