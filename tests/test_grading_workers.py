@@ -52,7 +52,7 @@ def test_long_golds_never_block_the_parent_on_a_stopped_worker():
     gold = "2" + " " * 30_000  # a gold given as long solution text: 30 KB per message
     pairs = [(f"\\boxed{{{i}}}", gold) for i in range(8)]
     with GraderPool(2) as pool:
-        grade_batch([("\\boxed{1}", "1")], pool=pool)  # both workers up
+        pool.wait_ready()
         os.kill(pool.pids()[0], signal.SIGSTOP)
         out = []
         t = threading.Thread(target=lambda: out.extend(grade_batch(pairs, pool=pool, timeout_s=1.0)),

@@ -138,6 +138,23 @@ class GraderPool:
         """Worker process ids (for monitoring, and for tests that kill or stop one)."""
         return [w.proc.pid for w in self._workers]
 
+    def wait_ready(self) -> None:
+        """Block until every worker has started (they start in the background, and a
+        batch uses those that are ready); RuntimeError if one dies or takes too long."""
+        if not self.usable:
+            raise RuntimeError("GraderPool is closed or belongs to another process")
+        with self._lock:
+            while not all(w.ready for w in self._workers):
+                starting = [w for w in self._workers if not w.ready]
+                left = min(w.started for w in starting) + _STARTUP_TIMEOUT_S - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"grading worker did not start in {_STARTUP_TIMEOUT_S}s")
+                for w in wait(starting, timeout=left):
+                    try:
+                        w.ready = w.ready or "ready" in w.receive()
+                    except EOFError:
+                        raise RuntimeError("a grading worker died while starting") from None
+
     def grade_answers(self, items: list[tuple[str, str]], timeout_s: float) -> list[Grade]:
         """Grade extracted (answer, gold) pairs; one ``Grade`` per item, in order."""
         if not self.usable:
