@@ -29,7 +29,7 @@ def test_grade_from_a_plain_script_without_main_guard(tmp_path):
         print("top-level", grade("so \\boxed{2}", "2").value, grade("\\boxed{3}", "2").value)
         t = time.perf_counter()
         print("hard-limit", grade("\\boxed{10^{10^{10^{10}}}}", "5", timeout_s=1.0).value,
-              time.perf_counter() - t < 3.0)
+              time.perf_counter() - t < 1.0 + 1.0 + 2.0)  # limit + grace + slack
         with GraderPool(1) as pool:
             print("own-pool", [g.value for g in grade_batch([("\\boxed{x+1}", "1+x")], pool=pool)])
     """)
