@@ -32,7 +32,7 @@ U64 = 2.0 ** -53  # float64 unit roundoff
 # Rounded elementwise operations on the longest path through one Qwen3 layer, each
 # counted as one term of K: RMSNorm's eps add, rsqrt and two scalings (x4 norms), RoPE's
 # two products and a sum, the score scale, softmax's subtract / exp / divide, SiLU's
-# exp / add / divide and the gate * up product, two residual adds: 28, rounded up.
+# exp / add / divide and the gate * up product, two residual adds: 30, rounded up.
 ELEMENTWISE_PER_LAYER = 32
 
 
@@ -122,8 +122,11 @@ def qwen3_logit_magnitude(model) -> float:
     return float(np.abs(g).max() * math.sqrt(w.shape[0]) * np.sqrt((w * w).sum(0)).max())
 
 
-def qwen3_logit_tol(model, kv_len: int, max_position: int, evaluations: int = 2) -> float:
-    """Largest |difference| between logits of `evaluations` fp32 forwards of `model`."""
+def qwen3_logit_tol(model, kv_len: int, max_position: int | None = None,
+                    evaluations: int = 2) -> float:
+    """Largest |difference| between logits of `evaluations` fp32 forwards of `model`
+    (positions up to `max_position`, by default those of a plain forward: kv_len - 1)."""
+    max_position = kv_len - 1 if max_position is None else max_position
     k = qwen3_forward_chain(model.config, kv_len, max_position, qwen3_score_bound(model))
     return reduction_tol(k, qwen3_logit_magnitude(model), evaluations)
 

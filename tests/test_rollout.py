@@ -6,6 +6,7 @@ compiled once per module and shared by the tests.
 
 import jax
 import jax.numpy as jnp
+import numerics
 import numpy as np
 import pytest
 from flax import nnx
@@ -19,7 +20,18 @@ from int_jax.sampling.types import GREEDY, SamplingParams
 
 PROMPTS = [[5, 17, 3], list(range(40, 49)), list(range(100, 117)), [7, 7, 8, 9, 2], list(range(300, 312))]
 MAX_NEW = 8
-TOL = 1e-4  # fp32 on CPU, highest matmul precision
+MAX_LEN = 64  # the sampler's cache: no reduction here runs over more keys or positions
+
+
+def logit_tol(model):
+    """Cached decode / prefill vs a plain forward: two fp32 evaluations of the chain."""
+    return numerics.qwen3_logit_tol(model, MAX_LEN)
+
+
+def logprob_tol(model, temperature=1.0):
+    """Log-probabilities (also truncated ones) from logits within `logit_tol`."""
+    return numerics.log_softmax_tol(logit_tol(model), numerics.qwen3_logit_magnitude(model),
+                                    model.config.vocab_size, temperature)
 
 
 _PAD_TO = 48
@@ -58,7 +70,7 @@ def setup(tmp_path_factory):
     # A stop id that ends prompt 0's greedy run early, so slots free up mid-batch.
     stop = free[0][3]
     refs = [greedy_reference(model, p, MAX_NEW, (stop,)) for p in PROMPTS]
-    sampler = JetStreamSampler(model, None, slots=2, max_len=64, buckets=(8, 16, 32),
+    sampler = JetStreamSampler(model, None, slots=2, max_len=MAX_LEN, buckets=(8, 16, 32),
                                cache_dtype=jnp.float32, stop_ids=(stop,), progress=False,
                                stall_timeout_s=120)
     return dict(model=model, sampler=sampler, refs=refs, stop=stop, path=path)
@@ -93,11 +105,12 @@ def test_logprobs_match_a_plain_forward_and_results_stay_in_order(setup):
             logits = full_logits(model, prompt + c.tokens)[len(prompt) - 1:-1]  # predicts each token
             idx = np.arange(len(c.tokens))
             model_lp = np.asarray(jax.nn.log_softmax(logits, -1))[idx, c.tokens]
-            np.testing.assert_allclose(c.model_logprobs, model_lp, atol=TOL)
+            numerics.assert_within(c.model_logprobs, model_lp, logprob_tol(model), "model logprobs")
             n = len(c.tokens)
             probs = np.asarray(sample_lib.truncated_distribution(
                 logits, jnp.full((n,), 0.8), jnp.full((n,), 0.9), jnp.full((n,), 20)))
-            np.testing.assert_allclose(c.logprobs, np.log(probs[idx, c.tokens]), atol=TOL)
+            numerics.assert_within(c.logprobs, np.log(probs[idx, c.tokens]),
+                                   logprob_tol(model, temperature=0.8), "sampling logprobs")
             # finish_reason is `length` exactly when max_new_tokens was hit.
             if c.finish_reason == "length":
                 assert len(c.tokens) == 6 and stop not in c.tokens
@@ -111,7 +124,7 @@ def test_logprobs_match_a_plain_forward_and_results_stay_in_order(setup):
 def test_kv_cache_logits_equal_full_forward_at_every_step(setup):
     """Prefill + insert + decode steps of the core, for two slots at different lengths."""
     model = setup["model"]
-    core = decode_lib.DecodeCore(model, slots=2, max_len=64, buckets=(8, 16, 32),
+    core = decode_lib.DecodeCore(model, slots=2, max_len=MAX_LEN, buckets=(8, 16, 32),
                                  cache_dtype=jnp.float32, stop_ids=())
     _, params = nnx.split(model)
     state = core.init_state()
@@ -119,7 +132,7 @@ def test_kv_cache_logits_equal_full_forward_at_every_step(setup):
     for slot, prompt in enumerate(prompts):
         padded, n = core.pad(prompt)
         kv, logits = core.prefill(params, padded, n)
-        np.testing.assert_allclose(logits, full_logits(model, prompt)[-1], atol=TOL)
+        numerics.assert_within(logits, full_logits(model, prompt)[-1], logit_tol(model), "prefill")
         tok, lp, mlp = core.draw(logits, np.zeros(2, np.uint32), 0.0, 1.0, 0)
         state = core.insert(state, decode_lib.Prefix(
             kv=kv, length=jnp.int32(n), token=tok, logprob=lp, model_logprob=mlp,
@@ -132,7 +145,7 @@ def test_kv_cache_logits_equal_full_forward_at_every_step(setup):
         for slot in range(2):
             seqs[slot].append(int(state.token[slot]))
             ref = full_logits(model, seqs[slot])[-1]
-            np.testing.assert_allclose(step_logits[slot], ref, atol=TOL)
+            numerics.assert_within(step_logits[slot], ref, logit_tol(model), "decode step")
         state, _ = core.step(params, state)
 
 

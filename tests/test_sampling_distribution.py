@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numerics
 import numpy as np
 import pytest
 
@@ -34,6 +35,18 @@ def numpy_truncated(logits, temperature, top_p, top_k):
 
 
 LOGITS = np.random.RandomState(3).randn(200).astype(np.float32) * 2.0
+
+
+def prob_rtol(logits, temperature):
+    """Relative bound between two fp32 evaluations (JAX's, numpy's float32 reference) of
+    one truncated probability (tests/numerics.py): z / t and z - max are off by <= 2u span
+    (span: the scaled logits' range), which exp turns relative, plus exp's own u; each of
+    <= 2 normalisations sums <= V positive terms (gamma_V) and divides (u). Greedy rows
+    are exact one-hots, and truncated tokens exact zeros, in both."""
+    if temperature == 0:
+        return 0.0
+    span = float(logits.max() - logits.min()) / temperature
+    return 2 * (2 * numerics.U32 * span + numerics.gamma(2 * logits.size + 4))
 SETTINGS = [  # (temperature, top_p, top_k): paper rollouts, GRPO, greedy, mixes
     (0.7, 0.8, 20), (1.0, 1.0, 0), (0.0, 1.0, 0), (1.3, 0.5, 0), (1.0, 1.0, 5),
     (0.9, 0.95, 100),  # top_k above max_top_k: full-sort path
@@ -44,7 +57,8 @@ SETTINGS = [  # (temperature, top_p, top_k): paper rollouts, GRPO, greedy, mixes
 def test_truncated_distribution_matches_numpy(t, p, k):
     got = sample_lib.truncated_distribution(
         jnp.asarray(LOGITS)[None], jnp.array([t]), jnp.array([p]), jnp.array([k]), max_top_k=64)[0]
-    np.testing.assert_allclose(np.asarray(got), numpy_truncated(LOGITS, t, p, k), atol=1e-6)
+    want = numpy_truncated(LOGITS, t, p, k)
+    numerics.assert_within(got, want, prob_rtol(LOGITS, t) * want, f"t={t} p={p} k={k}")
 
 
 def test_mixed_rows_in_one_batch_match_per_row():
@@ -53,7 +67,8 @@ def test_mixed_rows_in_one_batch_match_per_row():
     t, p, k = (jnp.array(x) for x in zip(*SETTINGS))
     got = np.asarray(sample_lib.truncated_distribution(logits, t, p, k))
     for r, (tt, pp, kk) in enumerate(SETTINGS):
-        np.testing.assert_allclose(got[r], numpy_truncated(LOGITS, tt, pp, kk), atol=1e-6)
+        want = numpy_truncated(LOGITS, tt, pp, kk)
+        numerics.assert_within(got[r], want, prob_rtol(LOGITS, tt) * want, f"row {r}")
 
 
 @pytest.mark.parametrize("t,p,k", [(0.7, 0.8, 20), (1.0, 1.0, 0), (1.3, 0.5, 0)])
@@ -72,10 +87,14 @@ def test_draws_follow_the_truncated_distribution(t, p, k):
     tv = 0.5 * np.abs(empirical - expected).sum()
     # TV of 20k draws over <= 200 outcomes: E[TV] <~ 0.5*sqrt(K/N) ~ 0.05 worst case.
     assert tv < 0.05, tv
-    # Returned logprobs are those of the drawn token under each distribution.
-    np.testing.assert_allclose(np.asarray(logp), np.log(expected[tokens]), atol=1e-4)
+    # Returned logprobs are those of the drawn token under each distribution: a relative
+    # error r of p is an absolute error <= r of log p, and each log rounds (u |log p|).
+    want = np.log(expected[tokens])
+    numerics.assert_within(logp, want, prob_rtol(LOGITS, t) + 2 * numerics.U32 * np.abs(want),
+                           "sampling logprobs")
     ref_model = jax.nn.log_softmax(jnp.asarray(LOGITS))[tokens]
-    np.testing.assert_allclose(np.asarray(model_logp), np.asarray(ref_model), atol=1e-5)
+    model_tol = numerics.log_softmax_tol(0.0, float(np.abs(LOGITS).max()), LOGITS.size)
+    numerics.assert_within(model_logp, ref_model, model_tol, "model logprobs")
 
 
 def test_top_k_one_and_temperature_zero_are_greedy():
@@ -87,5 +106,8 @@ def test_top_k_one_and_temperature_zero_are_greedy():
     argmax = np.asarray(jnp.argmax(logits, -1))
     np.testing.assert_array_equal(np.asarray(top1), argmax)
     np.testing.assert_array_equal(np.asarray(greedy), argmax)
-    np.testing.assert_allclose(np.asarray(lp), 0.0, atol=1e-6)  # prob 1 under top-1
+    # Prob 1 under top-1: a log-softmax over one kept token, exact up to its own
+    # rounding (exp, sum, log: tests/numerics.py, one evaluation against exact 0).
+    np.testing.assert_allclose(np.asarray(lp), 0.0,
+                               atol=numerics.log_softmax_tol(0.0, 0.0, 1, evaluations=1))
     np.testing.assert_allclose(np.asarray(glp), 0.0, atol=0)

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numerics
 import numpy as np
 import pytest
 from flax import nnx
@@ -20,7 +21,8 @@ def test_data_fsdp_tensor_mesh_matches_single_device(scan):
     assert jax.device_count() == 8, "conftest sets 8 emulated CPU devices"
     cfg = _config(scan_layers=scan)
     ids = jnp.asarray(np.random.RandomState(0).randint(0, 256, (4, 32)))
-    ref = np.asarray(qwen3.create(cfg, seed=1)(ids))
+    ref_model = qwen3.create(cfg, seed=1)
+    ref = np.asarray(ref_model(ids))
 
     mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
     model = sharding.shard_model(qwen3.create(cfg, seed=1), mesh)
@@ -31,7 +33,9 @@ def test_data_fsdp_tensor_mesh_matches_single_device(scan):
             return model(ids)
 
     out = forward(model, jax.device_put(ids, jax.sharding.NamedSharding(mesh, P(("data", "fsdp")))))
-    assert np.abs(np.asarray(out) - ref).max() <= 1e-5
+    # Two fp32 forwards (one partitioned, so reduced in another order): the chain bound.
+    numerics.assert_within(out, ref, numerics.qwen3_logit_tol(ref_model, ids.shape[1]),
+                           "sharded logits")
 
     layers = model.layers if scan else model.layers[0]
     gate = layers.mlp.gate_proj[...]
