@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
+import os
 from typing import Iterable, Sequence
 
 import jax
@@ -72,14 +73,36 @@ class MeshConfig:
         return tuple(dims)
 
 
+# Set by `int_jax.launch.gpu` (SLURM) for every process; on TPU VMs JAX finds all three.
+DISTRIBUTED_ENV = ("INT_JAX_COORDINATOR_ADDRESS", "INT_JAX_NUM_PROCESSES", "INT_JAX_PROCESS_ID")
+
+
 def maybe_initialize_distributed(enabled: bool) -> None:
     """Multi-host start-up (TPU pods, multi-node GPU); a no-op when disabled.
 
+    With the `DISTRIBUTED_ENV` variables set (all three), they name the coordinator
+    and this process; without them JAX detects its cluster (TPU VM, SLURM, ...).
     Must run before anything touches a JAX backend (even `jax.process_count()`
     starts one, after which `initialize` refuses), so only `is_initialized` is asked.
     """
-    if enabled and not jax.distributed.is_initialized():
+    if not enabled or jax.distributed.is_initialized():
+        return
+    given = {k: os.environ[k] for k in DISTRIBUTED_ENV if os.environ.get(k)}
+    if not given:
         jax.distributed.initialize()
+        return
+    if len(given) < len(DISTRIBUTED_ENV):
+        missing = [k for k in DISTRIBUTED_ENV if k not in given]
+        raise ValueError(f"multi-host start-up: {', '.join(given)} set but {', '.join(missing)} "
+                         "not; set all three or none")
+    try:
+        count, index = int(given["INT_JAX_NUM_PROCESSES"]), int(given["INT_JAX_PROCESS_ID"])
+    except ValueError:
+        raise ValueError("multi-host start-up: INT_JAX_NUM_PROCESSES and INT_JAX_PROCESS_ID must "
+                         f"be integers, got {given['INT_JAX_NUM_PROCESSES']!r} and "
+                         f"{given['INT_JAX_PROCESS_ID']!r}") from None
+    jax.distributed.initialize(coordinator_address=given["INT_JAX_COORDINATOR_ADDRESS"],
+                               num_processes=count, process_id=index)
 
 
 def make_mesh(config: MeshConfig | None = None, devices: Sequence | None = None) -> Mesh:

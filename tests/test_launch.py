@@ -1,0 +1,161 @@
+"""Launchers' dry runs: the exact commands a TPU slice or a SLURM job would get, and the
+multi-host start-up contract they rely on."""
+
+import shlex
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from int_jax.launch import gpu, tpu
+from int_jax.launch.presets import GPU_NODES, TPU_SLICES
+from int_jax.models import sharding
+
+WHERE = ["--name", "int-v5p", "--zone", "us-east5-a", "--project", "proj"]
+CMD = ["pipeline", "--config=configs/experiments/int_rl.py:qwen3_4b_instruct_2507",
+       "--config.model.hf_path=/data/Qwen3 4B"]
+
+
+@pytest.fixture(autouse=True)
+def nothing_runs(monkeypatch):
+    """A dry run must print, never execute: any real call fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a dry run tried to execute {args}")
+    monkeypatch.setattr("int_jax.launch.shell.execute", refuse)
+
+
+def dry(module, argv, capsys) -> list[str]:
+    assert module.main([argv[0], "--dry-run", *argv[1:]]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def ssh_command(line: str) -> tuple[list[str], list[str]]:
+    """(gcloud argv, the words of the remote int-jax call) of one printed ssh line."""
+    argv = shlex.split(line)
+    remote = next(a for a in argv if a.startswith("--command="))[len("--command="):]
+    return argv, shlex.split(remote.split(".venv/bin/int-jax ", 1)[1])
+
+
+@pytest.mark.parametrize("name", sorted(TPU_SLICES))
+def test_tpu_run_sends_one_command_to_every_worker(name, capsys):
+    (line,) = dry(tpu, ["run", *WHERE, "--slice", name, "--", *CMD], capsys)
+    argv, words = ssh_command(line)
+    assert argv[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "int-v5p"]
+    assert "--worker=all" in argv and "--zone=us-east5-a" in argv and "--project=proj" in argv
+    chips = TPU_SLICES[name].chips
+    assert words == [*CMD, "--config.model.mesh.data=1", f"--config.model.mesh.fsdp={chips}",
+                     "--config.model.mesh.tensor=1", "--config.model.distributed=True"]
+    assert line.count("cd int-jax && ") == 1
+
+
+@pytest.mark.parametrize("module,argv", [
+    (tpu, ["run", *WHERE, "--slice", "v5p-8", "--", "sft", "--dry-run"]),
+    (gpu, ["slurm", "--node", "8xh200", "--nodes", "2", "--", "sft", "--dry-run"]),
+])
+def test_a_dry_run_flag_typed_after_the_command_still_only_prints(module, argv, capsys):
+    assert module.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "--dry-run" not in out and "int-jax sft" in out
+
+
+def test_tpu_lifecycle_commands(capsys):
+    (create,) = dry(tpu, ["create", *WHERE, "--slice", "v6e-64", "--spot"], capsys)
+    assert shlex.split(create) == ["gcloud", "compute", "tpus", "tpu-vm", "create", "int-v5p",
+                                   "--zone=us-east5-a", "--project=proj",
+                                   "--accelerator-type=v6e-64", "--version=v2-alpha-tpuv6e", "--spot"]
+    (queued,) = dry(tpu, ["create", *WHERE, "--slice", "v5p-128", "--queued"], capsys)
+    assert shlex.split(queued)[:6] == ["gcloud", "compute", "tpus", "queued-resources", "create",
+                                       "int-v5p"]
+    assert "--node-id=int-v5p" in queued and "--runtime-version=v2-alpha-tpuv5" in queued
+    (setup,) = dry(tpu, ["setup", *WHERE, "--repo-url", "https://example.org/int-jax.git",
+                         "--ref", "v1"], capsys)
+    assert "--worker=all" in setup and "git checkout -q v1" in setup and "jax[tpu]" in setup
+    up = dry(tpu, ["upload", *WHERE, "--run", "runs/int_rl", "--bucket", "gs://b/x"], capsys)
+    assert shlex.split(up[0]) == ["gsutil", "-m", "rsync", "-r", "runs/int_rl", "gs://b/x/runs/int_rl"]
+    assert "--worker=all" in up[1] and "gs://b/x/runs/int_rl int-jax/runs/int_rl" in up[1]
+    down = dry(tpu, ["download", *WHERE, "--run", "runs/int_rl", "--bucket", "gs://b"], capsys)
+    assert "--worker=0" in down[0] and "int-jax/runs/int_rl gs://b/runs/int_rl" in down[0]
+    assert shlex.split(down[1]) == ["gsutil", "-m", "rsync", "-r", "gs://b/runs/int_rl", "runs/int_rl"]
+    (delete,) = dry(tpu, ["delete", *WHERE, "--queued"], capsys)
+    assert shlex.split(delete)[3:6] == ["queued-resources", "delete", "int-v5p"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--name", "n", "--project", "p", "--slice", "v5p-8", "--", "sft"], "--zone"),
+    (["create", *WHERE, "--slice", "v5p-9"], "invalid choice: 'v5p-9'"),
+    (["upload", *WHERE, "--run", "runs/x"], "--bucket"),
+])
+def test_tpu_missing_or_bad_arguments_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        tpu.main([argv[0], "--dry-run", *argv[1:]])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_tpu_run_without_a_command_and_a_bad_bucket_fail_clearly():
+    with pytest.raises(SystemExit, match="give the int-jax command after `--`"):
+        tpu.main(["run", *WHERE, "--slice", "v5p-8", "--dry-run"])
+    with pytest.raises(SystemExit, match="must be a gs:// URL"):
+        tpu.main(["upload", *WHERE, "--run", "runs/x", "--bucket", "b", "--dry-run"])
+
+
+def test_gpu_local_uses_every_gpu_of_the_node(capsys):
+    (line,) = dry(gpu, ["local", "--node", "8xh100", "--", *CMD], capsys)
+    assert shlex.split(line) == ["env", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.92", ".venv/bin/int-jax",
+                                 *CMD, "--config.model.mesh.data=1", "--config.model.mesh.fsdp=8",
+                                 "--config.model.mesh.tensor=1"]
+
+
+def test_slurm_job_runs_the_same_command_once_per_node(capsys):
+    lines = dry(gpu, ["slurm", "--node", "8xh200", "--nodes", "4", "--partition", "gpu",
+                      "--port", "9000", "--", *CMD], capsys)
+    script = "\n".join(lines)
+    assert "#SBATCH --nodes=4" in script and "#SBATCH --ntasks-per-node=1" in script
+    assert "#SBATCH --gpus-per-node=8" in script and "#SBATCH --partition=gpu" in script
+    assert ('export INT_JAX_COORDINATOR_ADDRESS="$(scontrol show hostnames "$SLURM_JOB_NODELIST" '
+            '| head -n 1):9000"') in script
+    assert 'export INT_JAX_NUM_PROCESSES="$SLURM_NNODES"' in script
+    srun = next(line for line in lines if line.startswith("srun "))
+    inner = shlex.split(srun)[-1]  # what each task's bash runs
+    assert inner.startswith('export INT_JAX_PROCESS_ID="$SLURM_PROCID"; exec .venv/bin/int-jax ')
+    words = shlex.split(inner.split(".venv/bin/int-jax ", 1)[1])
+    assert words == [*CMD, "--config.model.mesh.data=1", "--config.model.mesh.fsdp=32",
+                     "--config.model.mesh.tensor=1", "--config.model.distributed=True"]
+    assert lines[-1] == "sbatch runs/slurm/int-jax.sbatch"
+    # The script is valid bash.
+    script_text = script.split("\n", 1)[1] + "\n"
+    assert subprocess.run(["bash", "-n"], input=script_text, text=True).returncode == 0
+
+
+def test_gpu_missing_arguments_are_named(capsys):
+    with pytest.raises(SystemExit) as e:
+        gpu.main(["slurm", "--node", "8xh200", "--dry-run", "--", "sft"])
+    assert e.value.code == 2 and "--nodes" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="give the int-jax command"):
+        gpu.main(["local", "--node", "8xh200", "--dry-run"])
+
+
+def test_distributed_start_up_reads_the_launchers_variables(monkeypatch):
+    calls = []
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    for k in sharding.DISTRIBUTED_ENV:
+        monkeypatch.delenv(k, raising=False)
+    sharding.maybe_initialize_distributed(True)
+    assert calls == [{}]  # nothing set: JAX detects the cluster itself
+    monkeypatch.setenv("INT_JAX_COORDINATOR_ADDRESS", "node0:7777")
+    with pytest.raises(ValueError, match="INT_JAX_NUM_PROCESSES, INT_JAX_PROCESS_ID not"):
+        sharding.maybe_initialize_distributed(True)
+    monkeypatch.setenv("INT_JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("INT_JAX_PROCESS_ID", "2")
+    sharding.maybe_initialize_distributed(True)
+    assert calls[-1] == {"coordinator_address": "node0:7777", "num_processes": 4, "process_id": 2}
+    sharding.maybe_initialize_distributed(False)
+    assert len(calls) == 2
+
+
+def test_the_launchers_run_as_modules():
+    out = subprocess.run([sys.executable, "-m", "int_jax.launch.tpu", "run", *WHERE, "--slice",
+                          "v5p-8", "--dry-run", "--", "stats", "--config=configs/int.py:paper"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("gcloud compute tpus tpu-vm ssh"), out.stderr
