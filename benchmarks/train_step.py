@@ -47,7 +47,8 @@ def main() -> None:
 
     from int_jax.models import qwen3
     from int_jax.models.sharding import DEFAULT_RULES, MeshConfig, make_mesh
-    from int_jax.train import loop, metrics, optim, sft
+    from int_jax.train import metrics, optim, sft
+    from int_jax.train import step as train_step
     from int_jax.train.state import ModelDef, init_state, state_shardings
 
     base = qwen3.preset(args.preset) if args.preset else qwen3.Qwen3Config(**common.SMALL_100M)
@@ -75,10 +76,10 @@ def main() -> None:
     sh = state_shardings(params, tx, model_def.param_shardings(params, mesh, DEFAULT_RULES), mesh)
     state = init_state(params, tx, sh, seed=0)
     del params
-    step = loop.make_train_step(model_def, tx, schedule,
-                                functools.partial(sft.sft_loss, chunk_size=args.loss_chunk),
-                                mesh, DEFAULT_RULES, sh)
-    batch = loop.global_batch(local, mesh, DEFAULT_RULES)
+    step = train_step.make_train_step(model_def, tx, schedule,
+                                      functools.partial(sft.sft_loss, chunk_size=args.loss_chunk),
+                                      mesh, DEFAULT_RULES, sh)
+    batch = train_step.global_batch(local, mesh, DEFAULT_RULES)
     holder = {"state": state}
 
     def ours():

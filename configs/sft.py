@@ -58,6 +58,7 @@ def get_config(arg: str = "tiny"):
     c.train.seed = 0
     c.train.loss_chunk_size = 512  # positions per vocab projection in the loss
     c.train.save_every = 2 if tiny else 50
+    c.train.log_every = 1  # metrics reach the host (and the logs) every N steps
     c.train.keep = 3
     c.train.async_save = True
     c.train.resume = True  # continue from the latest checkpoint in output_dir

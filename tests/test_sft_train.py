@@ -13,7 +13,8 @@ from ml_collections import ConfigDict
 
 from int_jax.models import qwen3
 from int_jax.models.sharding import DEFAULT_RULES, MeshConfig, make_mesh
-from int_jax.train import loop, optim, sft
+from int_jax.train import optim, sft
+from int_jax.train import step as train_step
 from int_jax.train.state import ModelDef, TrainState, init_state, state_shardings
 
 CFG = qwen3.Qwen3Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=2,
@@ -164,11 +165,11 @@ def _one_step(mesh, batch, accum, total_steps=10, cfg=CFG):
     tx, schedule = optim.make_optimizer(OPT, total_steps)
     sh = state_shardings(params, tx, model_def.param_shardings(params, mesh, DEFAULT_RULES), mesh)
     state = init_state(params, tx, sh, seed=0)
-    step = loop.make_train_step(model_def, tx, schedule,
-                                functools.partial(sft.sft_loss, chunk_size=8), mesh,
-                                DEFAULT_RULES, sh)
+    step = train_step.make_train_step(model_def, tx, schedule,
+                                      functools.partial(sft.sft_loss, chunk_size=8), mesh,
+                                      DEFAULT_RULES, sh)
     local = {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in batch.items()}
-    state, metrics = step(state, loop.global_batch(local, mesh, DEFAULT_RULES))
+    state, metrics = step(state, train_step.global_batch(local, mesh, DEFAULT_RULES))
     return jax.device_get(state), jax.device_get(metrics), sh
 
 
@@ -261,8 +262,9 @@ def test_tiny_model_overfits_eight_examples():
     tx, schedule = optim.make_optimizer(opt, steps)
     sh = state_shardings(params, tx, model_def.param_shardings(params, mesh, DEFAULT_RULES), mesh)
     state = init_state(params, tx, sh, seed=0)
-    step = loop.make_train_step(model_def, tx, schedule, sft.sft_loss, mesh, DEFAULT_RULES, sh)
-    gb = loop.global_batch({k: v[None] for k, v in batch.items()}, mesh, DEFAULT_RULES)
+    step = train_step.make_train_step(model_def, tx, schedule, sft.sft_loss, mesh, DEFAULT_RULES,
+                                      sh)
+    gb = train_step.global_batch({k: v[None] for k, v in batch.items()}, mesh, DEFAULT_RULES)
     losses = []
     for _ in range(steps):
         state, m = step(state, gb)

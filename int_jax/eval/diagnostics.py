@@ -18,7 +18,7 @@ import numpy as np
 
 from int_jax.data.loaders import SFTRecord, length_bucket
 from int_jax.data.tokenize import PROMPT, encode_example
-from int_jax.train import sft
+from int_jax.train.vocab import token_stats
 from int_jax.train.state import ModelDef
 
 
@@ -29,7 +29,7 @@ def _scorer(model_def: ModelDef, chunk_size: int):
         model = model_def.merge(params)
         hidden = model.hidden_states(ids, segment_ids=segment_ids)
         targets = jnp.concatenate([ids[:, 1:], jnp.zeros_like(ids[:, :1])], axis=1)
-        return sft.token_stats(model, hidden, targets, chunk_size=chunk_size, entropy=True)
+        return token_stats(model, hidden, targets, chunk_size=chunk_size, entropy=True)
     return score
 
 

@@ -82,6 +82,7 @@ def main(config: ConfigDict, args: list[str]) -> int:
     opts = loop.LoopOptions(
         total_steps=total, workdir=out, seed=int(config.train.seed),
         save_every=int(config.train.save_every), keep=int(config.train.keep),
+        log_every=int(config.train.get("log_every", 1)),
         async_save=bool(config.train.async_save), resume=bool(config.train.resume),
         tensorboard=bool(config.train.tensorboard), progress=bool(config.train.progress),
         flops_per_token=metrics.train_flops_per_token(model_cfg, spec.seq_len),

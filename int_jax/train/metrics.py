@@ -99,11 +99,14 @@ class MetricsLogger:
 
     def __init__(self, directory: str | os.PathLike, *, total_steps: int, start_step: int = 0,
                  tensorboard: bool = True, progress: bool = True,
-                 flops_per_token: float | None = None, peak_flops: float | None = None):
+                 flops_per_token: float | None = None, peak_flops: float | None = None,
+                 desc: str = "train", postfix: dict[str, str] | None = None):
         self.directory = Path(directory)
         self.is_main = jax.process_index() == 0
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops  # all devices together
+        # progress-bar fields: row key -> format (SFT: loss and lr)
+        self.postfix = dict(postfix if postfix is not None else {"loss": ".4f", "lr": ".2e"})
         self._last = time.perf_counter()
         self._file = self._tb = self._bar = None
         if self.is_main:
@@ -112,7 +115,7 @@ class MetricsLogger:
             if tensorboard:
                 self._tb = _TensorBoard(self.directory / "tensorboard")
             if progress:
-                self._bar = tqdm(total=total_steps, initial=start_step, desc="train",
+                self._bar = tqdm(total=total_steps, initial=start_step, desc=desc,
                                  dynamic_ncols=True)
 
     def restart_clock(self) -> None:
@@ -120,26 +123,43 @@ class MetricsLogger:
         self._last = time.perf_counter()
 
     def log(self, step: int, metrics: dict) -> dict:
+        """One step's row (device arrays are read here)."""
+        return self.log_window([(step, metrics)])[0]
+
+    def log_window(self, entries: list[tuple[int, dict]]) -> list[dict]:
+        """The rows of the steps since the last call, read from the device in one go;
+        the time since then is shared out evenly (`step_time_s`, `tokens_per_s`)."""
+        if not entries:
+            return []
         now = time.perf_counter()
-        elapsed, self._last = now - self._last, now
-        row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
-        row["step_time_s"] = elapsed
-        tokens = row.get("tokens")
-        if tokens is not None and elapsed > 0:
-            row["tokens_per_s"] = tokens / elapsed
-            if self.flops_per_token and self.peak_flops:
-                row["mfu"] = tokens * self.flops_per_token / elapsed / self.peak_flops
-        if self.is_main:
-            self._file.write(json.dumps(row) + "\n")
-            self._file.flush()
-            if self._tb is not None:
-                self._tb.write(step, {k: v for k, v in row.items()
-                                      if isinstance(v, (int, float)) and k != "step"})
-            if self._bar is not None:
-                self._bar.update(1)
-                self._bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}",
-                                      lr=f"{row.get('lr', 0):.2e}")
-        return row
+        elapsed, self._last = (now - self._last) / len(entries), now
+        values = jax.device_get([m for _, m in entries])
+        rows = []
+        for (step, _), metrics in zip(entries, values):
+            row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+            row["step_time_s"] = elapsed
+            tokens = row.get("tokens")
+            if tokens is not None and elapsed > 0:
+                row["tokens_per_s"] = tokens / elapsed
+                if self.flops_per_token and self.peak_flops:
+                    row["mfu"] = tokens * self.flops_per_token / elapsed / self.peak_flops
+            self._write(row)
+            rows.append(row)
+        return rows
+
+    def _write(self, row: dict) -> None:
+        if not self.is_main:
+            return
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            self._tb.write(row["step"], {k: v for k, v in row.items()
+                                         if isinstance(v, (int, float)) and k != "step"})
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix({k.rpartition("/")[2]: format(row[k], f)
+                                   for k, f in self.postfix.items()
+                                   if isinstance(row.get(k), (int, float))})
 
     def close(self) -> None:
         if self._file is not None:
@@ -151,7 +171,6 @@ class MetricsLogger:
 
 
 def _plain(v):
-    v = jax.device_get(v)
     try:
         return v.item()
     except AttributeError:

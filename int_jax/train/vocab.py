@@ -1,0 +1,45 @@
+"""Per-token statistics over the vocabulary, in chunks: what SFT's loss, GRPO's
+logprobs and the NLL/entropy diagnostics all read from final hidden states.
+
+[B, T, V] fp32 logits are never materialised: `token_stats` walks the sequence in
+chunks, projecting `chunk` positions at a time through `model.project` under
+`jax.checkpoint`, so the backward pass recomputes one chunk's logits instead of
+storing all of them (16k tokens x 152k vocab would be ~10 GB per row).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def token_stats(model, hidden, targets, *, chunk_size: int = 512, entropy: bool = False):
+    """Per-token NLL [B, T] (and next-token entropy [B, T]) from final hidden states."""
+    b, t, d = hidden.shape
+    c = min(chunk_size, t)
+    pad = (-t) % c
+    if pad:
+        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+        targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    n = (t + pad) // c
+    h_chunks = hidden.reshape(b, n, c, d).swapaxes(0, 1)
+    y_chunks = targets.reshape(b, n, c).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one_chunk(h, y):
+        logits = model.project(h)  # [B, c, V] fp32
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        picked = jnp.take_along_axis(logits, y[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        nll = lse - picked
+        if not entropy:
+            return nll, jnp.zeros_like(nll)
+        p = jnp.exp(logits - lse[..., None])
+        return nll, lse - jnp.sum(p * logits, axis=-1)
+
+    def body(_, xs):
+        return None, one_chunk(*xs)
+
+    _, (nll, ent) = jax.lax.scan(body, None, (h_chunks, y_chunks))
+    nll = nll.swapaxes(0, 1).reshape(b, n * c)[:, :t]
+    ent = ent.swapaxes(0, 1).reshape(b, n * c)[:, :t]
+    return (nll, ent) if entropy else nll
