@@ -46,15 +46,59 @@ def test_unknown_command_and_bad_override_fail_clearly(tmp_path):
     assert r.returncode != 0 and "gpt5" in r.stderr
 
 
-def test_model_config_has_every_preset():
+def test_every_model_preset_is_a_transformers_qwen3_of_its_size():
+    """`--config=configs/model.py:<preset>` gives, for every preset: a model with exactly
+    the tensors (names and shapes, through the converter's rules) that transformers builds
+    from the preset's config.json, so HF checkpoints of it load and saved ones load back;
+    a config.json that round-trips through transformers; a forward that yields
+    [B, T, vocab] logits; and the size its name says."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import transformers
+    from flax import nnx
+
     sys.path.insert(0, str(REPO))
     from configs import model
 
-    from int_jax.models import factory, qwen3
+    from int_jax.models import factory, hf, qwen3
 
+    sizes = {}
     for name in model.PRESETS:
-        cfg = model.get_config(name)
-        assert factory.model_config(cfg) == qwen3.preset(name, **factory.execution_overrides(cfg))
+        mc = model.get_config(name)
+        cfg = factory.model_config(mc)
+        hf_cfg = transformers.Qwen3Config(**cfg.to_hf())
+        assert qwen3.Qwen3Config.from_hf(hf_cfg.to_dict(), **factory.execution_overrides(mc)) == cfg
+        with torch.device("meta"):  # shapes only, no memory
+            torch_model = transformers.Qwen3ForCausalLM(hf_cfg)
+        hf_shapes = {n: tuple(t.shape) for n, t in torch_model.state_dict().items()}
+        abstract = nnx.eval_shape(lambda: qwen3.Qwen3(cfg, rngs=nnx.Rngs(0)))
+        ours = {tuple(path): v.get_value().shape
+                for path, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
+        mapped, names = set(), set()
+        for rule in hf.WEIGHT_MAP:
+            if rule.hf_name == "lm_head.weight" and cfg.tie_word_embeddings:
+                continue
+            for layer in range(cfg.num_layers) if rule.per_layer else [None]:
+                hf_name = rule.hf_name.format(i=layer)
+                path = tuple(layer if key == "{i}" else key for key in rule.path)
+                zeros = np.broadcast_to(np.float32(0), hf_shapes[hf_name])  # no memory either
+                assert rule.to_ours(zeros, cfg).shape == ours[path], (name, hf_name)
+                mapped.add(path)
+                names.add(hf_name)
+        tied = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
+        assert mapped == set(ours) and names == set(hf_shapes) - tied, name
+        assert cfg.num_params == sum(t.numel() for t in torch_model.parameters()), name
+        logits = nnx.eval_shape(lambda m, ids: m(ids), abstract,
+                                jax.ShapeDtypeStruct((2, 8), jnp.int32))
+        assert logits.shape == (2, 8, cfg.vocab_size), name
+        sizes[name] = cfg.num_params
+    # Each name is its own architecture, of the size it names (qwen3_0_6b: 0.6e9 ...).
+    assert len({factory.model_config(model.get_config(n)) for n in model.PRESETS}) == len(sizes)
+    for name, n in sizes.items():
+        if name != "tiny":
+            billions = float(name.split("_", 1)[1].split("b")[0].replace("_", "."))
+            assert abs(n / 1e9 - billions) <= 0.05 * billions, (name, n)
 
 
 def test_data_fetch_offline_fails_clearly(tmp_path):

@@ -1,5 +1,7 @@
 """Each filter, and leak detection across spellings of the same answer."""
 
+import time
+
 import pytest
 
 from int_jax.intervention import filters as F
@@ -101,6 +103,19 @@ def test_count_reasons_has_every_reason():
                       F.EMPTY_CONTENT: 0, F.CONTENT_TOO_LONG: 0, F.LEAKY: 2}
 
 
-def test_normalise_is_bounded_on_hostile_input():
-    s = "\\frac{" * 5000 + "}" * 5000
-    assert isinstance(F.normalise_math(s), str)
+def test_normalized_leak_verdicts_on_hostile_nesting():
+    """A proposal stuck repeating `\\frac{` still gets the right verdict from the normalised
+    leak test, in bounded time: the gold spelled another way after 300 nested fractions is
+    caught (the substring test cannot see it), a different value is not; 5000 of them are
+    rejected as too long before any normalising, which itself stays bounded."""
+    nest = "\\frac{" * 300 + "}" * 300  # 2100 chars, under the content limit
+    t0 = time.perf_counter()
+    leaky = ok(1, nest + r" so it is \dfrac{1}{2}.")
+    assert F.rejection(leaky, 3, "1/2", leak_test="normalized") == F.LEAKY
+    assert F.rejection(leaky, 3, "1/2", leak_test="substring") is None
+    assert F.rejection(ok(1, nest + r" so it is \dfrac{1}{3}."), 3, "1/2",
+                       leak_test="normalized") is None
+    deep = "\\frac{" * 5000 + "}" * 5000
+    assert F.rejection(ok(1, deep), 3, "1/2", leak_test="normalized") == F.CONTENT_TOO_LONG
+    assert F.normalise_math(deep)  # returns (input cut to a bound, rewrites capped)
+    assert time.perf_counter() - t0 < 2.0  # ~0.03 s here: the bound is slack for slow CI

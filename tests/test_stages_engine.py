@@ -1,9 +1,10 @@
 """rollout -> propose -> filter -> continue -> select on a random tiny Qwen3 through
 the real JetStream engine. Random weights write no parsable intervention, so the
 counts must account for every proposal as a rejection (and the stages after the
-filter run on nothing); provenance is checked for whatever survives. Then the
-rollout stage is SIGKILLed mid-way in a subprocess (the same engine, model and
-device count) and resumed, and must write exactly what the uninterrupted run wrote."""
+filter run on nothing: the provenance of SFT examples is checked where there are
+some, on the scripted run of test_stages_pipeline.py). Then the rollout stage is
+SIGKILLed mid-way in a subprocess (the same engine, model and device count) and
+resumed, and must write exactly what the uninterrupted run wrote."""
 
 import os
 from pathlib import Path
@@ -71,16 +72,6 @@ def test_random_model_text_is_mostly_rejected(engine_run):
     c = report["counts"]
     assert c["proposals"] > 0
     assert c["rejected"].get("no_block", 0) + c["rejected"].get("unparsable", 0) >= c["proposals"] // 2
-
-
-def test_provenance_of_surviving_examples(engine_run):
-    config, _, _ = engine_run
-    d = Path(config.run.root) / config.run.name
-    rollouts = {r.id: r for r in read_records(d / "rollout" / "rollouts.jsonl", Rollout)}
-    proposals = {p.id: p for p in read_records(d / "propose" / "proposals.jsonl", Proposal)}
-    for ex in read_records(d / "select" / "sft.jsonl", SFTExample):
-        assert proposals[ex.proposal_id].rollout_id == ex.rollout_id
-        assert rollouts[ex.rollout_id].problem_id == ex.problem_id
 
 
 def test_every_stage_wrote_a_manifest(engine_run):

@@ -153,11 +153,6 @@ def _response(answer: str) -> str:
     return answer if ("\\boxed" in answer or "\\fbox" in answer or "answer is 7." in answer) else boxed(answer)
 
 
-def test_table_is_big_enough():
-    assert len(TABLE) >= 60
-    assert sum(e is W for _, _, e in TABLE) >= 25  # true negatives
-
-
 @pytest.mark.parametrize("answer, gold, expected", [
     pytest.param(a, g, e, marks=pytest.mark.xfail(reason=XFAIL[(a, g)], strict=True)
                  if (a, g) in XFAIL else ()) for a, g, e in TABLE])
