@@ -45,6 +45,7 @@ class Command:
     config: str = ""  # the --config it expects ("file.py:arg"); "" = none
     keys: tuple[str, ...] = ()  # config sections / keys whose defaults its help shows
     args: str = ""  # positional arguments, for its usage line
+    own_options: bool = False  # parses its own --options from its args (absl passes them on)
 
 
 _RUN = ("run.root", "run.name")
@@ -87,6 +88,8 @@ COMMANDS: dict[str, Command] = {
                            "configs/diagnostics.py:<model>",
                            ("model.preset", "model.hf_path", "model.tokenizer_path", "data_path",
                             "output_dir", "cutoff_len", "chunk_size"), args="SFT.jsonl [...]"),
+    "report": Command("int_jax.eval.report.command:main", "the paper's tables and plots from run folders",
+                      args="RUN_DIR... [--out DIR]", own_options=True),
     "demo": Command("int_jax.stages.demo:main", "the whole pipeline on the tiny built-in default",
                     "configs/demo.py:model", (*_RUN, "data.problems", "sampler.kind", "sampler.script")),
 }
@@ -419,7 +422,7 @@ def _parse_flags(argv: list[str], name: str) -> list[str]:
         if not Path(path).is_file():  # absl would defer this to the first use
             sys.exit(_fail(name, f"config file not found: {path}"))
     try:
-        return flags.FLAGS(argv)
+        return flags.FLAGS(argv, known_only=COMMANDS[name].own_options)
     except Exception as e:
         if verbose:
             raise
