@@ -59,7 +59,7 @@ def main() -> None:
     import transformers
 
     from int_jax.models import factory, hf, qwen3
-    from int_jax.sampling.rollout import JetStreamSampler
+    from int_jax.sampling.sampler import JetStreamSampler
     from int_jax.sampling.types import GREEDY
 
     dtype = factory.dtype_of(args.dtype)
@@ -148,7 +148,7 @@ def mean_window(buckets, prompt_len: int, new_tokens: int) -> float:
 def window_case(args, model, cfg, dtype, bucket, rng, lines) -> dict:
     """Short sequences in a long cache: whole-cache attention vs decode windows, same run."""
     from int_jax.sampling import decode_window
-    from int_jax.sampling.rollout import JetStreamSampler
+    from int_jax.sampling.sampler import JetStreamSampler
     from int_jax.sampling.types import GREEDY
 
     max_len, batch = args.window_max_len, args.window_batch

@@ -10,6 +10,7 @@ or `tiny` (random tiny Qwen3, small budgets: tests and the demo).
 from ml_collections import ConfigDict
 
 from int_jax.model_config import model_config
+from int_jax.sampling.settings import sampler_config
 
 
 def _sampling(temperature, top_p, top_k):
@@ -45,31 +46,12 @@ def get_config(arg: str = "paper") -> ConfigDict:
     ))
 
     # Where samples come from: the JetStream engine over `model`, or a script.
-    c.sampler = ConfigDict(dict(
-        kind="jetstream",  # jetstream | scripted
-        script="",  # scripted: JSONL rules (see int_jax/sampling/scripted.py)
-        default=None,  # scripted: output for prompts no rule matches (None = error)
-        delay_s=0.0,  # sleep per prompt before sampling (a throttle for kill-and-resume tests)
-        # jetstream: the engine (see int_jax/sampling/rollout.py JetStreamSampler.from_config).
-        slots=8 if tiny else 256,  # concurrent decode slots
-        max_len=1024 if tiny else 49152,  # KV-cache rows per slot: prompt + new tokens
-        buckets=None,  # prefill length buckets; None: powers of two
-        min_bucket=16 if tiny else 128,
-        max_prefill_length=1024 if tiny else 32768,
-        cache_dtype="float32" if tiny else "bfloat16",
-        stop_ids=(151645, 151643),
-        pad_id=151643,
-        max_top_k=64,
-        prefix_cache_entries=4 if tiny else 64,
-        stall_timeout_s=1800.0,
-        use_tokenizer=True,
-        # Decode attends over a power-of-two window of the cache covering the longest
-        # live sequence (one compile per window); tiny: one window, fewer compiles.
-        decode_buckets=None,
-        min_decode_bucket=1024 if tiny else 256,
-        # The sampler's weight layout: overrides on top of model.rules (see configs/sampler.py).
-        rules=(("embed", None),),
-    ))
+    # jetstream: the engine's settings, every key (int_jax/sampling/settings.py).
+    c.sampler = sampler_config("tiny" if tiny else "paper")
+    c.sampler.kind = "jetstream"  # jetstream | scripted
+    c.sampler.script = ""  # scripted: JSONL rules (see int_jax/sampling/scripted.py)
+    c.sampler.default = None  # scripted: output for prompts no rule matches (None = error)
+    c.sampler.delay_s = 0.0  # sleep per prompt before sampling (a throttle for kill-and-resume tests)
     c.grading = ConfigDict(dict(timeout_s=10.0, workers=1 if tiny else 16))
     c.grading.multi_box = False  # True: closing boxes are one list, a later "final answer" wins
 

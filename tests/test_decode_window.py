@@ -21,7 +21,7 @@ from flax import nnx
 from int_jax.models import qwen3
 from int_jax.sampling import decode as decode_lib
 from int_jax.sampling import decode_window
-from int_jax.sampling.rollout import JetStreamSampler
+from int_jax.sampling.sampler import JetStreamSampler
 from int_jax.sampling.types import GREEDY
 
 CFG = qwen3.Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,

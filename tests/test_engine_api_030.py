@@ -31,7 +31,7 @@ from int_jax.models import qwen3
 from int_jax.sampling import decode as decode_lib
 from int_jax.sampling import jetstream_compat as compat
 from int_jax.sampling.engine import Qwen3Engine, RequestSpec, request_key
-from int_jax.sampling.rollout import JetStreamSampler
+from int_jax.sampling.sampler import JetStreamSampler
 from int_jax.sampling.types import GREEDY, SamplingParams
 
 CFG = qwen3.Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,

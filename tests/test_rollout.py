@@ -15,7 +15,7 @@ from hf_checkpoints import make_hf_checkpoint
 from int_jax.models import hf
 from int_jax.sampling import decode as decode_lib
 from int_jax.sampling import sample as sample_lib
-from int_jax.sampling.rollout import JetStreamSampler
+from int_jax.sampling.sampler import JetStreamSampler
 from int_jax.sampling.types import GREEDY, SamplingParams
 
 PROMPTS = [[5, 17, 3], list(range(40, 49)), list(range(100, 117)), [7, 7, 8, 9, 2], list(range(300, 312))]

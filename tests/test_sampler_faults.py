@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp
     from int_jax.models import qwen3
     from int_jax.sampling import jetstream_compat as compat
-    from int_jax.sampling.rollout import JetStreamSampler
+    from int_jax.sampling.sampler import JetStreamSampler
     from int_jax.sampling.types import GREEDY
 
     model = qwen3.create(qwen3.preset("tiny", vocab_size=256))

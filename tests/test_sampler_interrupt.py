@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent("""
     import threading, traceback
     import jax.numpy as jnp
     from int_jax.models import qwen3
-    from int_jax.sampling.rollout import JetStreamSampler
+    from int_jax.sampling.sampler import JetStreamSampler
     from int_jax.sampling.types import GREEDY
 
     cfg = qwen3.Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,

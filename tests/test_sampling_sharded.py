@@ -25,7 +25,7 @@ from int_jax.model_config import model_config
 from int_jax.models import factory, qwen3, sharding
 from int_jax.sampling import decode as decode_lib
 from int_jax.sampling import layout
-from int_jax.sampling.rollout import JetStreamSampler
+from int_jax.sampling.sampler import JetStreamSampler
 from int_jax.sampling.types import GREEDY, SamplingParams
 
 CFG = qwen3.Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,

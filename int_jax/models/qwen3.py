@@ -24,8 +24,7 @@ from flax import nnx
 
 from int_jax.models import attention as attention_lib
 from int_jax.models import sharding
-
-QWEN3_END_TOKEN_IDS = (151645, 151643)  # <|im_end|>, <|endoftext|>
+from int_jax.models.vocab import QWEN3_END_TOKEN_IDS  # noqa: F401 - re-exported
 
 
 @dataclasses.dataclass(frozen=True)

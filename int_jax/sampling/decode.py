@@ -33,9 +33,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from int_jax.models import sharding as sharding_lib
-from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, KVCache, Qwen3, Qwen3Config
+from int_jax.models.qwen3 import KVCache, Qwen3, Qwen3Config
 from int_jax.sampling import decode_window
 from int_jax.sampling import sample as sample_lib
+from int_jax.sampling.settings import SamplerSettings
 
 # Columns of the per-step output table [slots, OUT_WIDTH] (int32). OUT_WINDOW_MISS
 # is 1 on a live row whose position the step's attention window did not cover.
@@ -55,18 +56,6 @@ class DecodeWindowError(RuntimeError):
 
 class PromptTooLongError(ValueError):
     """A prompt does not fit the largest prefill bucket (never truncated)."""
-
-
-def power_of_two_buckets(smallest: int, largest: int) -> tuple[int, ...]:
-    """smallest, 2*smallest, ... up to and including `largest` (rounded up to a power of 2)."""
-    if smallest < 1 or largest < smallest:
-        raise ValueError(f"bad bucket range {smallest}..{largest}")
-    out, b = [], smallest
-    while b < largest:
-        out.append(b)
-        b *= 2
-    out.append(b)
-    return tuple(out)
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int:
@@ -136,30 +125,31 @@ class CompileStats:
 
 
 class DecodeCore:
-    """Jitted prefill / draw / insert / step for one model structure and cache shape."""
+    """Jitted prefill / draw / insert / step for one model structure and cache shape.
 
-    def __init__(self, model: Qwen3, *, slots: int, max_len: int, buckets: Sequence[int],
-                 cache_dtype=jnp.bfloat16, stop_ids: Sequence[int] = QWEN3_END_TOKEN_IDS,
-                 lagged: bool = True, max_top_k: int = sample_lib.DEFAULT_MAX_TOP_K,
-                 mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES,
-                 decode_buckets: Sequence[int] | None = None):
+    Built from a `SamplerSettings` (or keyword fields building one), like the engine
+    and the sampler over it."""
+
+    def __init__(self, model: Qwen3, settings: SamplerSettings | None = None, *,
+                 lagged: bool = True, mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES,
+                 **fields):
+        settings = (settings or SamplerSettings()).replace(**fields)
         self.config: Qwen3Config = model.config
         self.graphdef, _ = nnx.split(model)
-        self.slots = int(slots)
-        self.max_len = int(max_len)
-        self.buckets = tuple(sorted(int(b) for b in buckets))
-        if self.buckets[-1] > self.max_len:
-            raise ValueError(f"largest prefill bucket {self.buckets[-1]} exceeds max_len {self.max_len}")
-        self.cache_dtype = cache_dtype
-        self.stop_ids = tuple(int(s) for s in stop_ids)
+        self.settings = settings
+        self.slots = settings.slots
+        self.max_len = settings.max_len
+        self.buckets = settings.prefill_buckets
+        self.cache_dtype = jnp.dtype(settings.cache_dtype)
+        self.stop_ids = settings.stop_ids
         self.lagged = bool(lagged)
-        self.max_top_k = int(max_top_k)
+        self.max_top_k = settings.max_top_k
         self.mesh = mesh
         self.rules = tuple(rules)
         # Attention windows of the decode step (see decode_window.py).
         self.decode_buckets = decode_window.check_buckets(
-            decode_window.decode_buckets(self.max_len) if decode_buckets is None else decode_buckets,
-            self.max_len)
+            settings.decode_buckets or decode_window.decode_buckets(
+                self.max_len, settings.min_decode_bucket), self.max_len)
         self.live = decode_window.LiveBounds(self.slots, self.max_len)
         self.compile_stats = CompileStats()
         self._state_sharding = self._decode_state_sharding()

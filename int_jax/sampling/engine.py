@@ -25,7 +25,7 @@ import dataclasses
 import functools
 import itertools
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,10 +34,11 @@ from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from int_jax.models import sharding as sharding_lib
-from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, Qwen3
+from int_jax.models.qwen3 import Qwen3
 from int_jax.sampling import decode as decode_lib
 from int_jax.sampling import jetstream_compat as compat
 from int_jax.sampling import layout, reshard
+from int_jax.sampling.settings import SamplerSettings
 from int_jax.sampling.types import GREEDY, SamplingParams
 
 from jetstream.engine import engine_api, tokenizer_pb2
@@ -104,34 +105,29 @@ class _PrefixCache:
 class Qwen3Engine(engine_api.Engine):
     """JetStream engine: slots x max_len KV cache, power-of-two prefill buckets.
 
-    `rules` is the sampler's own layout (weights, cache, activations); None
-    means `layout.sampler_rules()` (the default rules with whole weights per
-    fsdp device). `decode_buckets` are the decode step's attention windows
-    (None: powers of two from 256 up to max_len, see `decode_window`).
+    `settings` (or keyword fields building one) says how; `model_rules` are the
+    model's sharding rules, under the sampler's overrides (`settings.rules`, see
+    `layout.sampler_rules`: by default whole weights per fsdp device).
     """
 
-    def __init__(self, model: Qwen3, *, slots: int = 8, max_len: int = 2048,
-                 buckets: Sequence[int] = (16, 32, 64, 128, 256, 512, 1024),
-                 cache_dtype=jnp.bfloat16, stop_ids: Sequence[int] = QWEN3_END_TOKEN_IDS,
-                 pad_id: int = 151643, max_top_k: int = 64, prefix_cache_entries: int = 4,
+    def __init__(self, model: Qwen3, settings: SamplerSettings | None = None, *,
                  default_sampling: SamplingParams = GREEDY, default_max_new_tokens: int = 256,
                  seed: int = 0, tokenizer=None, tokenizer_path: str = "",
-                 mesh: Mesh | None = None, rules=None,
-                 decode_buckets: Sequence[int] | None = None,
-                 api_version: tuple[int, int] | None = None):
+                 mesh: Mesh | None = None, model_rules=None,
+                 api_version: tuple[int, int] | None = None, **fields):
+        settings = (settings or SamplerSettings()).replace(**fields)
+        self.settings = settings
         self.api_version = tuple(api_version or compat.API_VERSION)
         if self.api_version not in ((0, 2), (0, 3)):
             raise ValueError(f"api_version must be (0, 2) or (0, 3), got {self.api_version}")
         # 0.3.0: prefill returns the first token, so decode steps emit what they sample.
         self.prefill_returns_first_token = self.api_version >= (0, 3)
-        rules = layout.sampler_rules() if rules is None else tuple(rules)
-        self.core = decode_lib.DecodeCore(
-            model, slots=slots, max_len=max_len, buckets=buckets, cache_dtype=cache_dtype,
-            stop_ids=stop_ids, lagged=not self.prefill_returns_first_token,
-            max_top_k=max_top_k, mesh=mesh, rules=rules, decode_buckets=decode_buckets)
+        rules = layout.sampler_rules(model_rules, settings.rules)
+        self.core = decode_lib.DecodeCore(model, settings, lagged=not self.prefill_returns_first_token,
+                                          mesh=mesh, rules=rules)
         self.config = model.config
-        self.stop_ids = tuple(int(s) for s in stop_ids)
-        self.pad_id = int(pad_id)
+        self.stop_ids = settings.stop_ids
+        self.pad_id = settings.pad_id
         self.default_sampling = default_sampling
         self.default_max_new_tokens = int(default_max_new_tokens)
         self.seed = int(seed)
@@ -147,7 +143,7 @@ class Qwen3Engine(engine_api.Engine):
             self._param_shardings = jax.tree.leaves(
                 sharding_lib.state_shardings(state, mesh, self._rules))
         self.params = ParamsRef(self._place(state, state))
-        self._prefix_cache = _PrefixCache(prefix_cache_entries)
+        self._prefix_cache = _PrefixCache(settings.prefix_cache_entries)
         self._tags = itertools.count(1 << 24)  # unbound requests (gRPC); rollouts use 0..N
         # Receives every step's host rows (numpy int32 [rows, decode.OUT_WIDTH]).
         self.listener: Callable[[np.ndarray], None] | None = None

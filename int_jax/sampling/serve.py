@@ -61,7 +61,7 @@ def configure_engine(engine: Qwen3Engine, serve: ConfigDict) -> None:
 
 def main(config: ConfigDict, args: list[str]) -> int:
     from int_jax.config_io import save_config  # noqa: PLC0415
-    from int_jax.sampling.rollout import JetStreamSampler  # noqa: PLC0415
+    from int_jax.sampling.sampler import JetStreamSampler  # noqa: PLC0415
 
     if args:
         raise SystemExit(f"int-jax serve takes no positional arguments, got {args}")

@@ -46,7 +46,7 @@ def build_sampler(config: ConfigDict, tokenizer) -> Sampler:
         return ScriptedSampler.from_file(config.sampler.script, tokenizer,
                                          default=config.sampler.get("default"))
     if kind == "jetstream":
-        from int_jax.sampling.rollout import JetStreamSampler
+        from int_jax.sampling.sampler import JetStreamSampler
 
         engine_cfg = ConfigDict(config.sampler.to_dict())
         engine_cfg.progress = False  # the stage bar reports items and tokens/s

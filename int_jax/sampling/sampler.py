@@ -19,16 +19,15 @@ import queue
 import time
 from typing import Sequence
 
-import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
 from int_jax.models import factory
-from int_jax.models.qwen3 import QWEN3_END_TOKEN_IDS, Qwen3
+from int_jax.models.qwen3 import Qwen3
 from int_jax.sampling import decode as decode_lib
-from int_jax.sampling import decode_window, layout
 from int_jax.sampling import jetstream_compat as compat
 from int_jax.sampling.engine import Qwen3Engine, RequestSpec, request_key
+from int_jax.sampling.settings import SamplerSettings
 from int_jax.sampling.types import Completion, SamplingParams
 
 
@@ -43,25 +42,21 @@ class _Record:
 
 
 class JetStreamSampler:
-    """`Sampler` over JetStream: continuous batching in `slots` KV-cache rows."""
+    """`Sampler` over JetStream: continuous batching in `slots` KV-cache rows.
 
-    def __init__(self, model: Qwen3, tokenizer=None, *, slots: int = 8, max_len: int = 2048,
-                 buckets: Sequence[int] | None = None, cache_dtype=jnp.bfloat16,
-                 stop_ids: Sequence[int] = QWEN3_END_TOKEN_IDS, pad_id: int = 151643,
-                 max_top_k: int = 64, prefix_cache_entries: int = 4, progress: bool = True,
-                 stall_timeout_s: float = 1800.0, mesh=None, rules=None,
-                 tokenizer_path: str = "", decode_buckets: Sequence[int] | None = None):
-        if buckets is None:
-            buckets = decode_lib.power_of_two_buckets(16, max_len)
-            buckets = tuple(b for b in buckets if b <= max_len) or (max_len,)
-        self.engine = Qwen3Engine(
-            model, slots=slots, max_len=max_len, buckets=buckets, cache_dtype=cache_dtype,
-            stop_ids=stop_ids, pad_id=pad_id, max_top_k=max_top_k,
-            prefix_cache_entries=prefix_cache_entries, tokenizer=tokenizer,
-            tokenizer_path=tokenizer_path, mesh=mesh, rules=rules, decode_buckets=decode_buckets)
+    Built from one `SamplerSettings` (or keyword fields building one); `from_config`
+    builds it, the mesh and the tokenizer from `config.model` and `config.sampler`.
+    """
+
+    def __init__(self, model: Qwen3, tokenizer=None, settings: SamplerSettings | None = None, *,
+                 mesh=None, model_rules=None, tokenizer_path: str = "", **fields):
+        settings = (settings or SamplerSettings()).replace(**fields)
+        self.settings = settings
+        self.engine = Qwen3Engine(model, settings, tokenizer=tokenizer,
+                                  tokenizer_path=tokenizer_path, mesh=mesh, model_rules=model_rules)
         self.tokenizer = tokenizer
-        self.progress = progress
-        self.stall_timeout_s = float(stall_timeout_s)
+        self.progress = settings.progress
+        self.stall_timeout_s = settings.stall_timeout_s
         self.vocab_size = model.config.vocab_size
         self.last_run: dict = {}
 
@@ -73,35 +68,17 @@ class JetStreamSampler:
         The model is built in the trainer's layout (`model.rules`); the engine
         keeps its own copy in the sampler's (`sampler.rules`: overrides on top).
         """
+        settings = SamplerSettings.from_config(sampler_cfg)
         mesh = factory.build_mesh(model_cfg)
-        rules = layout.sampler_rules(factory.rules_of(model_cfg), sampler_cfg.get("rules"))
         if model is None:
             model = factory.build_model(model_cfg, mesh)
         from int_jax.data.tokenizer import load_tokenizer, tokenizer_dir  # noqa: PLC0415
 
         tokenizer_folder = tokenizer_dir(model_cfg)  # None: the bundled Qwen3 tokenizer
-        if tokenizer is None and sampler_cfg.get("use_tokenizer", True):
+        if tokenizer is None and settings.use_tokenizer:
             tokenizer = load_tokenizer(tokenizer_folder)
-        get = sampler_cfg.get
-        if get("buckets"):
-            buckets = tuple(int(b) for b in sampler_cfg.buckets)
-        else:
-            buckets = decode_lib.power_of_two_buckets(int(get("min_bucket", 16)),
-                                                      int(get("max_prefill_length", 1024)))
-        max_len = int(get("max_len", 2048))
-        if get("decode_buckets"):
-            decode_buckets = tuple(int(b) for b in sampler_cfg.decode_buckets)
-        else:
-            decode_buckets = decode_window.decode_buckets(
-                max_len, int(get("min_decode_bucket", decode_window.DEFAULT_MIN_DECODE_BUCKET)))
-        return cls(model, tokenizer, slots=int(get("slots", 8)), max_len=max_len,
-                   buckets=buckets, cache_dtype=factory.dtype_of(get("cache_dtype", "bfloat16")),
-                   stop_ids=tuple(get("stop_ids", QWEN3_END_TOKEN_IDS)),
-                   pad_id=int(get("pad_id", 151643)), max_top_k=int(get("max_top_k", 64)),
-                   prefix_cache_entries=int(get("prefix_cache_entries", 4)),
-                   progress=bool(get("progress", True)),
-                   stall_timeout_s=float(get("stall_timeout_s", 1800.0)), mesh=mesh, rules=rules,
-                   tokenizer_path=str(tokenizer_folder or ""), decode_buckets=decode_buckets)
+        return cls(model, tokenizer, settings, mesh=mesh, model_rules=factory.rules_of(model_cfg),
+                   tokenizer_path=str(tokenizer_folder or ""))
 
     def update_params(self, params) -> None:
         """Sample from new weights from the next `generate` on (GRPO, every step)."""

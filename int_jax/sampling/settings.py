@@ -1,0 +1,169 @@
+"""The sampler's settings: one frozen object, built from `config.sampler`, that every
+sampler constructor takes (`DecodeCore`, `Qwen3Engine`, `JetStreamSampler`).
+
+Defaults live here and nowhere else: the dataclass's field defaults are the small
+CPU-sized ones (tests, the demo), `PRESETS` holds each named preset's changes, and
+`sampler_config(preset)` turns a preset into the `ConfigDict` a config file embeds
+(`configs/sampler.py`, `configs/int.py`, and through it `configs/eval.py`).
+
+This module imports no JAX, so config files can use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+from ml_collections import ConfigDict
+
+from int_jax.models.vocab import QWEN3_END_TOKEN_IDS, QWEN3_PAD_ID
+
+# `config.sampler` keys that pick or throttle a sampler rather than configure the engine
+# (read by `int_jax.stages.common.build_sampler`).
+STAGE_KEYS = frozenset({"kind", "script", "default", "delay_s"})
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+def _dtype_name(value) -> str:
+    name = value if isinstance(value, str) else np.dtype(value).name
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {value!r}; choose one of {DTYPE_NAMES}")
+    return name
+
+
+def _ints(value) -> tuple[int, ...]:
+    return tuple(int(v) for v in (value or ()))
+
+
+def _rules(value):
+    if value is None:
+        return None
+    return tuple((name, tuple(t) if isinstance(t, list) else t) for name, t in value)
+
+
+def _setter(obj):
+    """Setter for normalising the fields of a frozen dataclass in __post_init__."""
+    return lambda name, value: object.__setattr__(obj, name, value)
+
+
+def power_of_two_buckets(smallest: int, largest: int) -> tuple[int, ...]:
+    """smallest, 2*smallest, ... up to and including `largest` (rounded up to a power of 2)."""
+    if smallest < 1 or largest < smallest:
+        raise ValueError(f"bad bucket range {smallest}..{largest}")
+    out, b = [], smallest
+    while b < largest:
+        out.append(b)
+        b *= 2
+    out.append(b)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """Everything the sampler's engine is built with (checked on creation)."""
+
+    slots: int = 8  # concurrent decode rows
+    max_len: int = 2048  # KV-cache rows per slot: prompt + new tokens
+    # Prefill lengths: each compiles one prefill. () = powers of two from min_bucket up to
+    # max_prefill_length, the longest prompt accepted (longer ones are errors, never cut).
+    buckets: tuple[int, ...] = ()
+    min_bucket: int = 16
+    max_prefill_length: int = 1024
+    # Decode attention windows over the cache; () = powers of two from min_decode_bucket.
+    decode_buckets: tuple[int, ...] = ()
+    min_decode_bucket: int = 256
+    cache_dtype: str = "bfloat16"
+    stop_ids: tuple[int, ...] = QWEN3_END_TOKEN_IDS
+    pad_id: int = QWEN3_PAD_ID  # what JetStream's tokenizer reports; prompts are padded with 0
+    max_top_k: int = 64  # top_k up to this uses lax.top_k; larger sorts the vocabulary
+    prefix_cache_entries: int = 4  # prompts whose KV is kept (n samples, continuations)
+    progress: bool = True  # a tqdm bar per generate call
+    stall_timeout_s: float = 1800.0  # no request finishing for this long is an error
+    use_tokenizer: bool = True  # from_config: load the model's tokenizer (False: ids as text)
+    # The sampler's weight layout: overrides on top of the model's rules (see layout.py);
+    # None = layout.SAMPLER_RULE_OVERRIDES, () = the model's own layout.
+    rules: tuple | None = None
+
+    def __post_init__(self):
+        fix = _setter(self)
+        fix("buckets", tuple(sorted(set(_ints(self.buckets)))))
+        fix("decode_buckets", _ints(self.decode_buckets))
+        fix("stop_ids", _ints(self.stop_ids))
+        fix("cache_dtype", _dtype_name(self.cache_dtype))
+        fix("rules", _rules(self.rules))
+        for name in ("slots", "max_len", "min_bucket", "max_prefill_length", "min_decode_bucket",
+                     "pad_id", "max_top_k", "prefix_cache_entries"):
+            fix(name, int(getattr(self, name)))
+        fix("stall_timeout_s", float(self.stall_timeout_s))
+        if self.slots < 1:
+            raise ValueError(f"sampler.slots={self.slots}: need at least one decode slot")
+        if self.max_len < 2:
+            raise ValueError(f"sampler.max_len={self.max_len}: a prompt token and a new one at least")
+        if self.buckets and self.buckets[0] < 1:
+            raise ValueError(f"sampler.buckets={self.buckets}: lengths must be positive")
+        if self.prefill_buckets[-1] > self.max_len:
+            raise ValueError(f"largest prefill bucket {self.prefill_buckets[-1]} exceeds "
+                             f"max_len {self.max_len}; lower sampler.max_prefill_length or "
+                             "raise sampler.max_len")
+        if self.max_top_k < 1:
+            raise ValueError(f"sampler.max_top_k={self.max_top_k}: must be >= 1")
+        if self.stall_timeout_s <= 0:
+            raise ValueError(f"sampler.stall_timeout_s={self.stall_timeout_s}: must be > 0")
+
+    @property
+    def prefill_buckets(self) -> tuple[int, ...]:
+        """The prefill lengths, ascending; the last is the longest prompt accepted."""
+        if self.buckets:
+            return self.buckets
+        largest = min(self.max_prefill_length, self.max_len)
+        derived = power_of_two_buckets(min(self.min_bucket, largest), largest)
+        return tuple(b for b in derived if b <= self.max_len) or (self.max_len,)
+
+    def replace(self, **changes) -> "SamplerSettings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | ConfigDict, **overrides) -> "SamplerSettings":
+        """From `config.sampler` (stage keys such as `kind` are skipped); an unknown key is
+        an error naming the known ones, so a typo never silently keeps a default."""
+        data = cfg.to_dict() if isinstance(cfg, ConfigDict) else dict(cfg)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - STAGE_KEYS)
+        if unknown:
+            raise ValueError(f"config.sampler: unknown key(s) {unknown}; known: {sorted(known)}")
+        values = {k: v for k, v in data.items() if k in known and v is not None}
+        values.update(overrides)
+        return cls(**values)
+
+    def to_config(self) -> ConfigDict:
+        """The settings as the `ConfigDict` a config file embeds."""
+        out = dataclasses.asdict(self)
+        out["buckets"] = out["buckets"] or None  # None: derived (overridable by a tuple)
+        out["decode_buckets"] = out["decode_buckets"] or None
+        return ConfigDict(out)
+
+
+# Each preset's changes to the defaults above. `tiny`: the random tiny Qwen3 on a CPU
+# (tests, the demo). `paper`: the paper's lengths (32768-token proposer chats, 16384 new
+# tokens) for Qwen3-4B-Instruct-2507.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(max_len=1024, max_prefill_length=1024, cache_dtype="float32",
+                 min_decode_bucket=1024),  # one decode window: fewer compiles
+    "paper": dict(slots=256, max_len=49152, min_bucket=128, max_prefill_length=32768,
+                  prefix_cache_entries=64),
+}
+
+
+def settings(preset: str = "tiny", **changes) -> SamplerSettings:
+    """The settings of a named preset, with `changes` on top."""
+    try:
+        base = PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"unknown sampler preset {preset!r}; choose one of {sorted(PRESETS)}") from None
+    return SamplerSettings(**{**base, **changes})
+
+
+def sampler_config(preset: str = "tiny") -> ConfigDict:
+    """`config.sampler` for a preset: every engine setting with its value."""
+    return settings(preset).to_config()
