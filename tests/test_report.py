@@ -63,7 +63,7 @@ CONTINUED = {
 PROBLEM_OF = {"i1": "p1", "i2": "p1", "i3": "p2"}
 SELECTED = ["i1", "i3"]  # >= 1 correct continuation under the intervention
 DIAG = {"select": dict(nll=0.3125, entropy=0.5, tokens=1234), "reference": dict(nll=1.75, entropy=0.875, tokens=99)}
-GRPO_ROWS = [{"step": s, "reward/mean": 0.1 * s, "reward/all_wrong_frac": 0.5 - 0.05 * s,
+GRPO_ROWS = [{"step": s, "reward/mean": 0.1 * s, "reward/frac_all_wrong": 0.5 - 0.05 * s,
               "rollout/response_len_mean": 100.0 + s, "train/loss": 1.0} for s in range(1, 6)]
 
 
@@ -144,7 +144,7 @@ def _build(tmp: Path) -> None:
         str(runs / "int" / stage / "sft.jsonl"): {"all": d, "intervention": {**d, "nll": 9.0}}
         for stage, d in DIAG.items()}))
     save_config(load_config("diagnostics.py", "tiny"), diag)
-    (tmp / "grpo").mkdir()
+    (tmp / "grpo" / "eval" / "step_2" / "eval").mkdir(parents=True)  # its held-out evals: no eval stage
     lines = [json.dumps(r) for r in GRPO_ROWS]
     lines.insert(2, json.dumps({**GRPO_ROWS[2], "reward/mean": -1.0}))  # killed after step 3; re-logged
     (tmp / "grpo" / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 6, "reward/me')  # torn tail
@@ -250,7 +250,7 @@ def test_main_table_numbers(made):
     for row in ("+RL", "+Hint-guided RL", "+SFT(Ref)+RL", "+SFT(Reflect)+RL"):
         r = _by(md, "paper row", row)
         assert r["experiment"].startswith("— (no run folder named") and r["average (paper)"] == "not recorded"
-    assert len(md) == len(cv) == 5 + 4
+    assert len(md) == len(cv) == 5 + 4  # the GRPO output's eval/step_2/ is no experiment row
 
 
 def test_table1_numbers(made):
@@ -468,3 +468,16 @@ def test_stale_stats_are_noted(made, tmp_path):
     report = report_from_folders([tmp_path / "int"])
     (note,) = report.notes
     assert "stats/stats.json describes the filter stage's manifest" in note and "rerun `int-jax stats`" in note
+
+
+def test_grpo_metric_names_fall_back_to_patterns():
+    from int_jax.eval.report.figures import GRPO_METRICS, metric_name
+
+    rows = {1: {"step": 1, "reward/all_wrong_share": 0.5, "rollout/response_len_max": 9,
+                "rollout/len_mean_tokens": 7.0}}
+    _, _, exact, patterns = GRPO_METRICS["grpo_all_wrong"]
+    assert metric_name(rows, exact, patterns) == "reward/all_wrong_share"
+    _, _, exact, patterns = GRPO_METRICS["grpo_length"]
+    assert metric_name(rows, exact, patterns) == "rollout/len_mean_tokens"  # never the max
+    _, _, exact, patterns = GRPO_METRICS["grpo_reward"]
+    assert metric_name(rows, exact, patterns) is None

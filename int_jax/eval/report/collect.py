@@ -179,8 +179,15 @@ def _read_stats(run: Path, notes: list[str]) -> tuple[dict | None, str]:
     return data, ""
 
 
+def _stages(path: Path) -> tuple[str, ...]:
+    """The stage folders of a run folder. A GRPO output's eval/ (one eval per step,
+    eval/step_<N>/) is not an eval stage."""
+    return tuple(s for s in RUN_STAGES if (path / s).is_dir()
+                 and not (s == "eval" and any((path / s).glob("step_*"))))
+
+
 def _read_run(path: Path, notes: list[str]) -> RunFolder:
-    stages = tuple(s for s in RUN_STAGES if (path / s).is_dir())
+    stages = _stages(path)
     ev, ev_reason = _read_eval(path)
     stats, stats_reason = _read_stats(path, notes)
     return RunFolder(path.name, path, stages, ev, ev_reason, stats, stats_reason)
@@ -280,7 +287,7 @@ def _read_diagnostics(path: Path, notes: list[str]) -> DiagnosticsOutput | None:
 
 def _read_folder(path: Path, out: Collection, depth: int) -> None:
     kinds: list[str] = []
-    if any((path / s).is_dir() for s in RUN_STAGES):
+    if _stages(path):
         run = _read_run(path, out.notes)
         out.runs.append(run)
         kinds += [s for s in run.stages]

@@ -5,7 +5,8 @@
   figure per paper benchmark (and the training set), plus any other benchmark found.
 * `grpo_reward`, `grpo_all_wrong`, `grpo_length`: GRPO's mean reward, share of groups
   whose samples are all wrong and mean response length against the step, one line per
-  GRPO output (its `metrics.jsonl`; the metric is looked up by name, see `GRPO_METRICS`).
+  GRPO output (its `metrics.jsonl`; the metric is looked up by name, see `GRPO_METRICS`:
+  first the names `int_jax/train/learner.py` logs, then patterns).
 * `funnel`: the pipeline funnel's counts (the `funnel` table), one bar per run folder.
 """
 
@@ -23,7 +24,7 @@ GRPO_METRICS = {
     "grpo_reward": ("GRPO: mean reward", "mean reward",
                     ("reward/mean", "reward/reward_mean", "reward/mean_reward"), (r"^reward/.*mean",)),
     "grpo_all_wrong": ("GRPO: share of groups with every sample wrong", "share of groups",
-                       ("reward/all_wrong_frac", "reward/frac_all_wrong", "reward/all_wrong"),
+                       ("reward/frac_all_wrong", "reward/all_wrong_frac", "reward/all_wrong"),
                        (r"^reward/.*all_wrong",)),
     "grpo_length": ("GRPO: mean response length", "tokens",
                     ("rollout/response_len_mean", "rollout/response_length_mean", "rollout/length_mean"),

@@ -41,7 +41,8 @@ def _table_html(table: Table) -> str:
             text = escape(display(cell, c))
             if cell.missing and cell.reason:
                 text = f'{MISSING}<span class="reason">{escape(cell.reason)}</span>'
-            cells.append(f'<td class="{" ".join(classes)}">{text}</td>')
+            cls = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{cls}>{text}</td>")
         links = "".join(f'<a href="#{table.key}-src-{n}">[{n}]</a>' for n in mine)
         body.append(f"<tr>{''.join(cells)}<td>{links}</td></tr>")
     sources = "".join(f'<li id="{table.key}-src-{n}">{escape(t)}</li>' for n, t in enumerate(notes, 1))

@@ -304,7 +304,9 @@ def funnel_cell(run: RunFolder, step: str, stage: str, key: str | None) -> Cell:
     if stage not in (counts.get("stages_finished") or []):
         return Cell.absent(f"{path}: the {stage} stage had not finished when stats ran")
     if key is None:  # not leaky: every proposal the filters did not reject
-        rejected = counts.get("rejected") or {}
+        rejected = counts.get("rejected")
+        if counts.get("proposals") is None or not isinstance(rejected, dict):
+            return Cell.absent(f"{path}: counts.proposals or counts.rejected is missing")
         return Cell.number(counts["proposals"] - sum(rejected.values()),
                            Source(path, "counts.proposals - sum(counts.rejected)"))
     value = counts.get(key)
