@@ -459,15 +459,20 @@ def test_cli_writes_the_report_without_importing_jax(made, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == "int-jax report: nowhere: no such run folder"
 
 
-def test_stale_stats_are_noted(made, tmp_path):
+def test_stale_stats_are_noted_and_an_empty_table1_says_why(made, tmp_path):
     tmp, _, _ = made
     import shutil
 
     shutil.copytree(tmp / "runs" / "int", tmp_path / "int")
     _manifest(tmp_path / "int", "filter", {"filter": {**FILTER, "kept": 4}})  # filter rerun after stats
+    stats_json = tmp_path / "int" / "stats" / "stats.json"
+    data = json.loads(stats_json.read_text())
+    stats_json.write_text(json.dumps({**data, "table1": {}}))  # nothing survived the filters
     report = report_from_folders([tmp_path / "int"])
     (note,) = report.notes
     assert "stats/stats.json describes the filter stage's manifest" in note and "rerun `int-jax stats`" in note
+    (row,) = next(t for t in report.tables if t.key == "table1").rows
+    assert row["accuracy"].missing and "no intervention survived the filters" in row["accuracy"].reason
 
 
 def test_grpo_metric_names_fall_back_to_patterns():

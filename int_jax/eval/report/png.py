@@ -42,6 +42,7 @@ def _bars(ax, figure: Figure) -> None:
         ax.bar_label(bars, labels=[f"{int(v):d}" if float(v).is_integer() else f"{v:g}" for _, v in kept],
                      fontsize=7, padding=2)
     ax.set_yticks(range(len(categories)), categories)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.invert_yaxis()
     ax.grid(True, axis="x", alpha=0.3)
 

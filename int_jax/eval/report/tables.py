@@ -158,28 +158,27 @@ def table1(c: Collection) -> Table:
     rows = []
     runs = [r for r in c.runs if r.is_pipeline]
     for run in runs:
-        if run.stats is None:  # one row saying why, not four
-            rows.append({"run": Cell.text(run.name), "condition": Cell.absent(run.stats_reason),
-                         **{k: Cell.absent(run.stats_reason) for k in _T1_OURS},
+        table = run.stats.get("table1") if run.stats is not None else None
+        if not table:  # one row saying why, not four
+            if run.stats is None:
+                why = run.stats_reason
+            elif table is None:
+                why = (f"{shown(run.stats_path)}: the continue stage had not finished when stats ran "
+                       "(table1 is null)")
+            else:
+                why = f"{shown(run.stats_path)}: no intervention survived the filters; nothing was continued"
+            rows.append({"run": Cell.text(run.name), "condition": Cell.absent(why),
+                         **{k: Cell.absent(why) for k in _T1_OURS},
                          "accuracy:paper": _paper(None), "coverage:paper": _paper(None)})
             continue
-        table = run.stats.get("table1")
-        why = ""
-        if table is None:
-            why = (f"{shown(run.stats_path)}: the continue stage had not finished when stats ran "
-                   "(table1 is null)")
-        elif not table:
-            why = f"{shown(run.stats_path)}: no intervention survived the filters; nothing was continued"
         for cond, label in CONDITION_LABELS.items():
             figures = paper.TABLE1.get(cond, {})
             row = {"run": Cell.text(run.name), "condition": Cell.text(label),
                    "accuracy:paper": _paper(figures.get("accuracy")),
                    "coverage:paper": _paper(figures.get("coverage"))}
-            entry = (table or {}).get(cond)
+            entry = table.get(cond)
             for key in _T1_OURS:
-                if not table:
-                    row[key] = Cell.absent(why)
-                elif entry is None:
+                if entry is None:
                     row[key] = Cell.absent(f"{shown(run.stats_path)}: condition {cond!r} was not "
                                            "continued (continuation.conditions)")
                 else:
