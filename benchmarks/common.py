@@ -29,6 +29,28 @@ def device_name() -> str:
     return f"{dev.platform}: {dev.device_kind}"
 
 
+def transformers_peer(model, dtype: str):
+    """The same weights as a transformers model, the peer side of a benchmark: saved as
+    safetensors and loaded by `AutoModelForCausalLM` (on the GPU when JAX runs on one),
+    with no end-of-sequence token and pad id 0, so every request runs to its limit."""
+    import tempfile
+
+    import jax
+    import torch
+    import transformers
+
+    from int_jax.models import hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(model, tmp)
+        tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        dev = "cuda" if torch.cuda.is_available() and jax.devices()[0].platform == "gpu" else "cpu"
+        peer = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=tdtype).to(dev).eval()
+    peer.generation_config.eos_token_id = None
+    peer.generation_config.pad_token_id = 0
+    return peer
+
+
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
     """Median seconds per call of each fn, calling them round-robin."""
     times: dict[str, list[float]] = {name: [] for name in fns}

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,13 +51,11 @@ def main() -> None:
     ap.add_argument("--out", default="sampling_cpu")
     args = ap.parse_args()
 
-    import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
-    import transformers
 
-    from int_jax.models import factory, hf, qwen3
+    from int_jax.models import factory, qwen3
     from int_jax.sampling.sampler import JetStreamSampler
     from int_jax.sampling.types import GREEDY
 
@@ -77,15 +74,7 @@ def main() -> None:
     data = dict(device=common.device_name(), params=cfg.num_params, dtype=args.dtype,
                 prompt_len=args.prompt_len, new_tokens=args.new_tokens, runs=[])
 
-    peer = None
-    if not args.no_peer:
-        with tempfile.TemporaryDirectory() as tmp:
-            hf.save_pretrained(model, tmp)
-            tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-            dev = "cuda" if torch.cuda.is_available() and jax.devices()[0].platform == "gpu" else "cpu"
-            peer = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=tdtype).to(dev).eval()
-            peer.generation_config.eos_token_id = None
-            peer.generation_config.pad_token_id = 0
+    peer = None if args.no_peer else common.transformers_peer(model, args.dtype)
 
     for batch in batches:
         sampler = JetStreamSampler(model, None, slots=batch, max_len=max_len, buckets=(bucket,),
