@@ -152,8 +152,9 @@ def test_sampler_layout_is_its_own_and_its_step_gathers_no_weights(samplers):
 def test_update_params_from_trainer_layout(samplers):
     single, sharded, _ = samplers
     engine = sharded.engine
-    original = engine.params.state
-    expected = jax.tree.map(lambda x: x.sharding, original)
+    # update_params frees the sampler's previous copy: restore from fresh copies.
+    original = nnx.split(qwen3.create(CFG, seed=1))[1]
+    expected = jax.tree.map(lambda x: x.sharding, engine.params.state)
     compiles = engine.compile_stats.count
     # A trainer holding other weights fully sharded over fsdp=8 (a different mesh object).
     trainer_mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=8, tensor=1))
@@ -162,7 +163,7 @@ def test_update_params_from_trainer_layout(samplers):
     trainer_gate = trainer.layers[0].mlp.gate_proj[...]
     # The trainer's layout: every device holds 1/8 of the embed dimension.
     assert [sh.data.shape for sh in trainer_gate.addressable_shards] == [(64 // 8, 128)] * 8
-    single_original = single.engine.params.state
+    single_original = nnx.split(qwen3.create(CFG, seed=1))[1]
     try:
         # Device to device: a host round trip (even an explicit one) raises here.
         with jax.transfer_guard_device_to_host("disallow_explicit"), \

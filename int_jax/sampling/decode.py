@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 
 from int_jax.models import sharding as sharding_lib
 from int_jax.models.qwen3 import KVCache, Qwen3, Qwen3Config
-from int_jax.sampling import decode_window
+from int_jax.sampling import decode_window, layout
 from int_jax.sampling import sample as sample_lib
 from int_jax.sampling.settings import SamplerSettings
 
@@ -134,8 +134,11 @@ class DecodeCore:
                  lagged: bool = True, mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES,
                  **fields):
         settings = (settings or SamplerSettings()).replace(**fields)
-        self.config: Qwen3Config = model.config
-        self.graphdef, _ = nnx.split(model)
+        settings = settings.resolve(layout.platform_of(mesh))
+        # The sampler's own model (its dtypes, kernels, no remat), as shapes only.
+        self.abstract_model = layout.sampler_model(model, settings)
+        self.config: Qwen3Config = self.abstract_model.config
+        self.graphdef, _ = nnx.split(self.abstract_model)
         self.settings = settings
         self.slots = settings.slots
         self.max_len = settings.max_len

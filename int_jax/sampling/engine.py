@@ -135,14 +135,15 @@ class Qwen3Engine(engine_api.Engine):
         self._tokenizer_path = tokenizer_path
         self._mesh = mesh
         self._rules = tuple(rules)
-        _, state = nnx.split(model)
+        self.settings = self.core.settings  # resolved for this backend: no `auto` left
+        _, like = nnx.split(self.core.abstract_model)  # the sampler's shapes and dtypes
         if mesh is None:
             one = SingleDeviceSharding(jax.devices()[0])
-            self._param_shardings = [one] * len(jax.tree.leaves(state))
+            self._param_shardings = [one] * len(jax.tree.leaves(like))
         else:
             self._param_shardings = jax.tree.leaves(
-                sharding_lib.state_shardings(state, mesh, self._rules))
-        self.params = ParamsRef(self._place(state, state))
+                sharding_lib.state_shardings(like, mesh, self._rules))
+        self.params = ParamsRef(self._place(like, nnx.split(model)[1]))
         self._prefix_cache = _PrefixCache(settings.prefix_cache_entries)
         self._tags = itertools.count(1 << 24)  # unbound requests (gRPC); rollouts use 0..N
         # Receives every step's host rows (numpy int32 [rows, decode.OUT_WIDTH]).
@@ -150,24 +151,35 @@ class Qwen3Engine(engine_api.Engine):
 
     # -- weights -------------------------------------------------------------------
 
-    def _place(self, like, new):
+    def _place(self, like, new, *, free_old: bool = False):
         """Copies of the weights `new` in `like`'s structure, shapes and dtypes, on
         this engine's shardings (see `reshard.copy_onto`: device to device, and
         never the caller's buffers, which a trainer may donate).
 
         Always explicit (committed) placement, at start-up and on every swap:
         jit keys its cache on argument placement, so mixing committed and
-        uncommitted weights would recompile.
+        uncommitted weights would recompile. `free_old`: `like` holds the current
+        copy, and each of its arrays is deleted just before its replacement is
+        made, so a swap never holds two copies (peak: one copy plus one weight).
         """
         cur, treedef = jax.tree_util.tree_flatten_with_path(like)
         new_leaves, new_def = jax.tree.flatten(new)
         if new_def != treedef:
             raise ValueError("update_params: the new weights' structure differs from the model's")
-        placed = []
-        for (path, old), leaf, sh in zip(cur, new_leaves, self._param_shardings):
+        for (path, old), leaf in zip(cur, new_leaves):  # every check before anything is freed
+            if isinstance(leaf, jax.Array) and leaf.is_deleted():
+                raise ValueError(f"update_params: {jax.tree_util.keystr(path)} was deleted "
+                                 "(weights read from the sampler before an earlier swap?)")
             if tuple(old.shape) != tuple(np.shape(leaf)):
                 raise ValueError(f"update_params: {jax.tree_util.keystr(path)} has shape "
                                  f"{tuple(np.shape(leaf))}, the sampler's model {tuple(old.shape)}")
+        placed = []
+        for (_, old), leaf, sh in zip(cur, new_leaves, self._param_shardings):
+            if free_old and leaf is old:  # the current weights themselves: nothing to do
+                placed.append(old)
+                continue
+            if free_old and isinstance(old, jax.Array) and not old.is_deleted():
+                old.delete()
             placed.append(reshard.copy_onto(leaf, sh, old.dtype))
         return jax.tree.unflatten(treedef, placed)
 
@@ -176,13 +188,15 @@ class Qwen3Engine(engine_api.Engine):
 
         The engine keeps its own copies, resharded from the trainer's layout onto
         the sampler's and cast to the sampler's dtypes on device (no host copy).
-        Shapes must match, so nothing recompiles. Call between `generate` calls.
+        The previous copy is freed weight by weight as the new one is made (arrays
+        read from `params.state` before the call are deleted). Shapes must match,
+        so nothing recompiles. Call between `generate` calls.
         """
         if isinstance(params, nnx.Module):
             _, params = nnx.split(params)
-        self.params.state = self._place(self.params.state, params)
+        self._prefix_cache.clear()  # KV of the old weights
+        self.params.state = self._place(self.params.state, params, free_old=True)
         self.params.version += 1
-        self._prefix_cache.clear()
 
     # -- prompts -------------------------------------------------------------------
 

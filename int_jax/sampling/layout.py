@@ -1,4 +1,5 @@
-"""The sampler's weight layout: whole weights on every fsdp device by default.
+"""The sampler's weights: its own layout (whole weights on every fsdp device by
+default) and its own execution settings (dtypes, kernels, no remat).
 
 The trainer splits weights over `fsdp` to fit optimizer state; a decode step
 laid out that way all-gathers every weight shard on every generated token,
@@ -18,7 +19,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from int_jax.models import attention as attention_lib
 from int_jax.models import sharding as sharding_lib
+from int_jax.models.qwen3 import Qwen3
+from int_jax.sampling.settings import SamplerSettings
 
 # Default overrides: weight `embed` dimensions unsplit (no per-step all-gather).
 SAMPLER_RULE_OVERRIDES: tuple = (("embed", None),)
@@ -49,3 +57,20 @@ def sampler_rules(model_rules: Iterable | None = None, overrides: Iterable | Non
     out = [(name, changed.pop(name) if name in changed else target) for name, target in base]
     out.extend(changed.items())  # names the model's rules do not mention
     return tuple(out)
+
+
+def platform_of(mesh=None) -> str:
+    """The backend the sampler runs on: "cpu", "gpu" or "tpu"."""
+    device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+    return device.platform
+
+
+def sampler_model(model: Qwen3, settings: SamplerSettings) -> Qwen3:
+    """The sampler's own model, abstract (shapes and dtypes only): the trainer's
+    architecture with the sampler's execution settings (resolved `settings`): its
+    weight and compute dtypes, its prefill attention kernel, no remat. Its state has
+    the trainer's structure, so the trainer's weights load into it leaf by leaf."""
+    attention_lib.get_kernel(settings.prefill_kernel)  # an unknown name is an error here
+    cfg = model.config.replace(remat=False, attention_impl=settings.prefill_kernel)
+    param_dtype, dtype = jnp.dtype(settings.param_dtype), jnp.dtype(settings.compute_dtype)
+    return nnx.eval_shape(lambda: Qwen3(cfg, dtype=dtype, param_dtype=param_dtype))

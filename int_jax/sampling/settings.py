@@ -22,11 +22,13 @@ from int_jax.models.vocab import QWEN3_END_TOKEN_IDS, QWEN3_PAD_ID
 # `config.sampler` keys that pick or throttle a sampler rather than configure the engine
 # (read by `int_jax.stages.common.build_sampler`).
 STAGE_KEYS = frozenset({"kind", "script", "default", "delay_s"})
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _dtype_name(value) -> str:
     name = value if isinstance(value, str) else np.dtype(value).name
+    if name == "auto":
+        return name
     if name not in DTYPE_NAMES:
         raise ValueError(f"unknown dtype {value!r}; choose one of {DTYPE_NAMES}")
     return name
@@ -73,7 +75,15 @@ class SamplerSettings:
     # Decode attention windows over the cache; () = powers of two from min_decode_bucket.
     decode_buckets: tuple[int, ...] = ()
     min_decode_bucket: int = 256
-    cache_dtype: str = "bfloat16"
+    # The sampler's own execution settings, independent of the trainer's model config.
+    # auto: bfloat16 on GPU / TPU, float32 on CPU (weights); the compute dtype follows
+    # the weights and the KV cache the compute dtype.
+    param_dtype: str = "auto"
+    compute_dtype: str = "auto"
+    cache_dtype: str = "auto"
+    # Dense attention kernel of prefill (a name in models/attention.py KERNELS); auto:
+    # xla on CPU, chunked elsewhere (memory O(prompt x chunk)). Remat is always off.
+    prefill_kernel: str = "auto"
     stop_ids: tuple[int, ...] = QWEN3_END_TOKEN_IDS
     pad_id: int = QWEN3_PAD_ID  # what JetStream's tokenizer reports; prompts are padded with 0
     max_top_k: int = 64  # top_k up to this uses lax.top_k; larger sorts the vocabulary
@@ -90,7 +100,8 @@ class SamplerSettings:
         fix("buckets", tuple(sorted(set(_ints(self.buckets)))))
         fix("decode_buckets", _ints(self.decode_buckets))
         fix("stop_ids", _ints(self.stop_ids))
-        fix("cache_dtype", _dtype_name(self.cache_dtype))
+        for name in ("param_dtype", "compute_dtype", "cache_dtype"):
+            fix(name, _dtype_name(getattr(self, name)))
         fix("rules", _rules(self.rules))
         for name in ("slots", "max_len", "min_bucket", "max_prefill_length", "min_decode_bucket",
                      "pad_id", "max_top_k", "prefix_cache_entries"):
@@ -120,6 +131,19 @@ class SamplerSettings:
         derived = power_of_two_buckets(min(self.min_bucket, largest), largest)
         return tuple(b for b in derived if b <= self.max_len) or (self.max_len,)
 
+    def resolve(self, platform: str) -> "SamplerSettings":
+        """`auto` values made concrete for a backend ("cpu", "gpu", "tpu")."""
+        param = self.param_dtype
+        if param == "auto":
+            param = "float32" if platform == "cpu" else "bfloat16"
+        compute = param if self.compute_dtype == "auto" else self.compute_dtype
+        cache = compute if self.cache_dtype == "auto" else self.cache_dtype
+        prefill = self.prefill_kernel
+        if prefill == "auto":
+            prefill = "xla" if platform == "cpu" else "chunked"
+        return self.replace(param_dtype=param, compute_dtype=compute, cache_dtype=cache,
+                            prefill_kernel=prefill)
+
     def replace(self, **changes) -> "SamplerSettings":
         return dataclasses.replace(self, **changes)
 
@@ -148,7 +172,7 @@ class SamplerSettings:
 # (tests, the demo). `paper`: the paper's lengths (32768-token proposer chats, 16384 new
 # tokens) for Qwen3-4B-Instruct-2507.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(max_len=1024, max_prefill_length=1024, cache_dtype="float32",
+    "tiny": dict(max_len=1024, max_prefill_length=1024,
                  min_decode_bucket=1024),  # one decode window: fewer compiles
     "paper": dict(slots=256, max_len=49152, min_bucket=128, max_prefill_length=32768,
                   prefix_cache_entries=64),
