@@ -203,6 +203,33 @@ def _by(rows, col, value):
     return next(r for r in rows if r[col] == value)
 
 
+# The paper's figures as printed by their source (int_jax/eval/paper_figures.py names it): the
+# main table and two Table 1 rows from the authors' project page, entropies from their figure.
+PAGE = "https://intervention-training.github.io/"
+PAPER_MAIN = {  # row -> (IMO, HMMT, AMO pass@8, Apex pass@8, D_train, Average), percent
+    "Base": ("11.68", "41.61", "26.24", "20.79", "5.53", "21.17"),
+    "+RL": ("23.46", "46.46", "35.21", "22.72", "13.47", "28.26"),
+    "+Hint-guided RL": ("16.89", "47.27", "33.34", "22.23", "23.06", "28.56"),
+    "+SFT(Ref)+RL": ("11.56", "27.45", "25.19", "20.51", "19.07", "20.76"),
+    "+SFT(Reflect)+RL": ("15.53", "38.65", "36.72", "23.93", "23.19", "27.6"),
+    "InT + RL": ("25.62", "49.77", "36.16", "28.22", "28.83", "33.72"),
+}
+PAPER_T1 = {"original": {"coverage": 29 / 334, "accuracy": "0.0713"},
+            "intervention": {"coverage": 80 / 334, "accuracy": "1.56"}}
+PAPER_ENTROPY = {"InT": 0.26, "base": 0.29, "reference solutions": 1.66, "SFT(Reflect)": 0.43}
+
+
+def _check_paper_rate(md: str, cv: str, value, col: str, sources: str, where: str) -> None:
+    """A paper rate: printed as published (percent), written as the fraction, sourced."""
+    if isinstance(value, str):  # as printed: shown as printed, stored / 100
+        assert md == f"{value}%", (md, value)
+        assert float(cv) == pytest.approx(float(value) / 100, abs=1e-12), (cv, value)
+    else:  # a count ratio (coverage n / 334)
+        assert md == f"{100 * value:g}%", (md, value)
+        assert float(cv) == pytest.approx(value, abs=1e-12), (cv, value)
+    assert f"{col}=paper: " in sources and where in sources, (col, sources)
+
+
 # -- the tables -----------------------------------------------------------------------------
 
 
@@ -219,13 +246,20 @@ def test_main_table_numbers(made):
         values.append(v)
         _check_number(base_md[col], base_cv[col], v)
         assert f"{col}=runs/base/eval/summary_{bench}.json: pass_at_k.{k}" in base_cv["sources"]
-        assert base_md[f"{col} (paper)"] == base_cv[f"{col} (paper)"] == "not recorded"
+        _check_paper_rate(base_md[f"{col} (paper)"], base_cv[f"{col} (paper)"],
+                          PAPER_MAIN["Base"][[b for b, _ in MAIN].index(bench)], f"{col} (paper)",
+                          base_cv["sources"], PAGE)
+    _check_paper_rate(base_md["average (paper)"], base_cv["average (paper)"], PAPER_MAIN["Base"][5],
+                      "average (paper)", base_cv["sources"], "column 'Average'")
     assert base_md[titles["apex_shortlist"] + " pass@8"] == "0.0%"
     _check_number(base_md["average"], base_cv["average"], statistics.fmean(values))
     assert base_md["paper row"] == "Base" and base_cv["missing"] == ""
 
     rl_md, rl_cv = _by(md, "experiment", "int_rl"), _by(cv, "experiment", "int_rl")
     assert rl_md["paper row"] == "InT + RL"
+    _check_paper_rate(rl_md["IMO-AnswerBench pass@1 (paper)"], rl_cv["IMO-AnswerBench pass@1 (paper)"],
+                      PAPER_MAIN["InT + RL"][0], "IMO-AnswerBench pass@1 (paper)", rl_cv["sources"],
+                      "row '+ InT + RL (Ours)', column 'IMO-AnswerBench'")
     _check_number(rl_md["IMO-AnswerBench pass@1"], rl_cv["IMO-AnswerBench pass@1"],
                   _pass_at_k(INT_RL["imo_answerbench"], 1))
     assert rl_md["AMO-Bench pass@8"].startswith("— (runs/int_rl/eval/summary_amo_bench.json has pass@k up to k=4")
@@ -247,9 +281,12 @@ def test_main_table_numbers(made):
     late = _by(md, "experiment", "late")
     assert late["IMO-AnswerBench pass@1"] == "— (the eval stage in runs/late has not finished (no eval/manifest.json))"
     # paper rows no folder stands for keep the paper's layout
+    paper_cols = [f"{titles[b]} pass@{k} (paper)" for b, k in MAIN] + ["average (paper)"]
     for row in ("+RL", "+Hint-guided RL", "+SFT(Ref)+RL", "+SFT(Reflect)+RL"):
-        r = _by(md, "paper row", row)
-        assert r["experiment"].startswith("— (no run folder named") and r["average (paper)"] == "not recorded"
+        r, r_cv = _by(md, "paper row", row), _by(cv, "paper row", row)
+        assert r["experiment"].startswith("— (no run folder named")
+        for col, printed in zip(paper_cols, PAPER_MAIN[row]):
+            _check_paper_rate(r[col], r_cv[col], printed, col, r_cv["sources"], PAGE)
     assert len(md) == len(cv) == 5 + 4  # the GRPO output's eval/step_2/ is no experiment row
 
 
@@ -272,7 +309,12 @@ def test_table1_numbers(made):
                       sum(c > 0 for c in per.values()) / len(per))
         _check_number(r_md["coverage (problems)"], r_cv["coverage (problems)"],
                       sum(c > 0 for c in problems.values()) / len(problems))
-        assert r_md["accuracy (paper)"] == r_md["coverage (paper)"] == "not recorded"
+        if cond in PAPER_T1:  # the two rows the authors' page prints
+            for key in ("accuracy", "coverage"):
+                _check_paper_rate(r_md[f"{key} (paper)"], r_cv[f"{key} (paper)"], PAPER_T1[cond][key],
+                                  f"{key} (paper)", r_cv["sources"], PAGE)
+        else:
+            assert r_md["accuracy (paper)"] == r_md["coverage (paper)"] == "not recorded"
         assert f"accuracy=runs/int/stats/stats.json: table1.{cond}.accuracy" in r_cv["sources"]
     assert [r["run"] for r in md] == ["int"] * 4 + ["pending"]  # folders with data stages
     pending_md, pending_cv = _by(md, "run", "pending"), _by(cv, "run", "pending")
@@ -326,20 +368,20 @@ def test_table2_numbers(made):
 def test_diagnostics_numbers(made):
     _, _, out = made
     md, cv = _tables(out, "diagnostics")
-    assert [r["SFT set"] for r in md] == ["InT", "reference solutions", "base"]
+    assert [r["SFT set"] for r in md] == ["InT", "reference solutions", "base", "SFT(Reflect)"]
     for (stage, d), r_md, r_cv in zip(DIAG.items(), md, cv):
         assert r_md["file"] == f"runs/int/{stage}/sft.jsonl"
         _check_number(r_md["NLL"], r_cv["NLL"], d["nll"], "float")
         _check_number(r_md["entropy"], r_cv["entropy"], d["entropy"], "float")
         _check_number(r_md["tokens"], r_cv["tokens"], d["tokens"], "count")
         assert r_md["scored by"] == "random tiny (no checkpoint)"
-        assert r_md["entropy (paper)"] == "not recorded"
-    paper = {name: figs["nll"].value for name, figs in paper_figures.DIAGNOSTICS.items()}
-    assert paper == {"InT": 0.29, "base": 0.26, "reference solutions": 1.66}
+    # the paper's figure gives next-token entropies (no NLL values): InT 0.26, base 0.29
+    assert {name: figs["entropy"].value for name, figs in paper_figures.DIAGNOSTICS.items()} == PAPER_ENTROPY
     for r_md, r_cv in zip(md, cv):
-        assert r_md["NLL (paper)"] == f"{paper[r_md['SFT set']]:g}" and float(r_cv["NLL (paper)"]) == paper[
-            r_md["SFT set"]]
-        assert "NLL (paper)=paper: the project's design notes (DESIGN.md" in r_cv["sources"]
+        want = PAPER_ENTROPY[r_md["SFT set"]]
+        assert r_md["entropy (paper)"] == f"{want:g}" and float(r_cv["entropy (paper)"]) == want
+        assert "entropy (paper)=paper: the authors' figure of next-token entropy" in r_cv["sources"]
+        assert r_md["NLL (paper)"] == r_cv["NLL (paper)"] == "not recorded"
     assert md[2]["NLL"] == "— (no diagnostics of a base SFT set among the folders given)"
 
 
