@@ -1,5 +1,6 @@
 """How on-policy is an SFT set? Mean NLL and mean next-token entropy per segment
-kind under a given model (the paper: InT 0.29 vs base 0.26 vs reference 1.66).
+kind under a given model (the authors' figure, next-token entropy after SFT on each set:
+InT 0.26, the base model 0.29, self-reflections 0.43, reference solutions 1.66).
 
 Every response token counts once (weights are ignored: the diagnostic measures
 the data, not the loss recipe), grouped by the segment kind it belongs to

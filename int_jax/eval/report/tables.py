@@ -288,7 +288,8 @@ def diagnostics_table(c: Collection) -> Table:
                  "Mean NLL and next-token entropy over every response token ('all') of each SFT set, "
                  "from diagnostics.json (int-jax diagnostics); the set is named by the stage folder of "
                  "its file (select: InT, reference: reference solutions, reflect: SFT(Reflect)). The "
-                 "paper scores them under the base model: check the 'scored by' column.",
+                 "paper's entropies are of each model after SFT on its set (the base model "
+                 "untuned), ours of the set under the model in the 'scored by' column.",
                  cols, tuple(rows))
 
 
