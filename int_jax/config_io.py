@@ -25,3 +25,15 @@ def save_config(config: ConfigDict, directory: str | os.PathLike, name: str = "r
 
 def load_saved_config(path: str | os.PathLike) -> ConfigDict:
     return ConfigDict(json.loads(Path(path).read_text()))
+
+
+def load_config_file(path: str | os.PathLike, arg: str | None = None) -> ConfigDict:
+    """`get_config(arg)` of a config file, loaded by path as absl's config flag loads it
+    (a config file builds on another: configs/grpo.py on configs/eval.py)."""
+    import importlib.util  # noqa: PLC0415
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config() if arg is None else module.get_config(arg)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from int_jax.data.tokenizer import load_tokenizer
-from int_jax.intervention.prompts import PromptSet, TemplateError, load_template
+from int_jax.intervention.prompts import PromptSet, TemplateError, hint_prefix, load_template
 from int_jax.intervention.steps import StepFormat
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -120,3 +120,25 @@ def test_bad_templates_name_the_file(tmp_path):
         load_template("problem", tmp_path / "missing.txt")
     with pytest.raises(TemplateError, match="unknown template name"):
         PromptSet.load({"problme": str(f)})
+
+
+def test_hint_chat_carries_the_start_of_the_reference(prompts, tokenizer):
+    """Hint-guided RL's prompt: the problem, then the first half of the reference
+    solution's words (cut after a whole word, the text between them kept)."""
+    reference = REFERENCE + "\n\nThe answer is $\\boxed{\\{1,2\\}}$."
+    hint = hint_prefix(reference, 0.5)
+    assert hint == r"Factor: $(x-1)(x-2)=0$, so $x \in \{1,"  # 6 of 11 words
+    chat = prompts.hint_chat(PROBLEM, hint)
+    assert [m["role"] for m in chat] == ["user"]
+    assert chat[0]["content"].startswith(PROBLEM + "\n\n") and chat[0]["content"].endswith(hint)
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    _check_golden("problem_with_hint_chat.txt", text)
+
+
+def test_hint_prefix_fractions():
+    text = "a  b\n\nc d"
+    assert hint_prefix(text, 0.0) == "" and hint_prefix(text, 1.0) == text
+    assert hint_prefix(text, 0.5) == "a  b" and hint_prefix(text, 0.51) == "a  b\n\nc"
+    assert hint_prefix("  padded words  ", 1.0) == "padded words"
+    with pytest.raises(ValueError, match="fraction"):
+        hint_prefix(text, 1.5)

@@ -22,6 +22,7 @@ from int_jax.models.sharding import DEFAULT_RULES, MeshConfig, make_mesh
 from int_jax.train import loop, optim, sft
 from int_jax.train.metrics import read_metrics
 from int_jax.train.state import ModelDef
+from int_jax.train.step import TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -134,7 +135,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     tx, schedule = optim.make_optimizer(opt, 6)
     opts = loop.LoopOptions(total_steps=6, workdir=tmp_path, save_every=1, tensorboard=False,
                             progress=False, async_save=False)
-    with pytest.raises(loop.TrainingDiverged, match=r"step 3: loss is nan.*checkpoint \(step 2\)"):
+    with pytest.raises(TrainingDiverged, match=r"step 3: loss is nan.*checkpoint \(step 2\)"):
         loop.train(qwen3.create(CFG), sft.sft_loss, tx, schedule, data, mesh, DEFAULT_RULES, opts)
     assert _committed_steps(tmp_path) == [1, 2]
     restored = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / "2" / "state")

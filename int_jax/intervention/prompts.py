@@ -7,6 +7,8 @@ built-in variant by its name: `problem_with_instruction` (the problem plus an
 instruction to reason step by step and box the answer) and `verify_attempt_short`
 (the proposer's task without the verification log and self-check). The defaults
 follow the authors' release: the raw problem, and the long verification task.
+`problem_with_hint` is the prompt of hint-guided RL (the paper's baseline row): the
+problem and the first part of its reference solution (`hint_prefix`).
 
 Substituted values are inserted verbatim and never rescanned, so a problem or a
 model answer that itself contains `{{...}}` is left alone.
@@ -15,6 +17,7 @@ model answer that itself contains `{{...}}` is left alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Mapping
@@ -28,6 +31,7 @@ PLACEHOLDERS: Mapping[str, frozenset[str]] = {
     "solve_with_reference": frozenset({"problem", "reference_solution"}),
     "verify_attempt": frozenset({"numbered_attempt"}),
     "reflect": frozenset({"problem", "reference_solution", "attempt"}),
+    "problem_with_hint": frozenset({"problem", "hint"}),
 }
 OPTIONAL: Mapping[str, frozenset[str]] = {
     "verify_attempt": frozenset({"problem"}),
@@ -101,6 +105,7 @@ class PromptSet:
     solve_with_reference: Template
     verify_attempt: Template
     reflect: Template
+    problem_with_hint: Template
 
     @classmethod
     def load(cls, paths: Mapping[str, str] | None = None) -> "PromptSet":
@@ -115,6 +120,12 @@ class PromptSet:
     def problem_chat(self, problem: str) -> list[Message]:
         """The problem as the only user message (rollouts, continuations, SFT prompts)."""
         return [{"role": "user", "content": self.problem.render(problem=problem)}]
+
+    def hint_chat(self, problem: str, hint: str) -> list[Message]:
+        """Hint-guided RL: the problem and the start of its reference solution
+        (`hint_prefix`) as the only user message."""
+        return [{"role": "user", "content": self.problem_with_hint.render(problem=problem,
+                                                                           hint=hint)}]
 
     def solve_chat(self, problem: str, reference_solution: str) -> list[Message]:
         """Turn 1 of the proposer chat: solve with the reference solution as a guide."""
@@ -137,3 +148,19 @@ class PromptSet:
         """SFT(Reflect) baseline: rewrite the whole failed attempt given the reference."""
         return [{"role": "user", "content": self.reflect.render(
             problem=problem, reference_solution=reference_solution, attempt=attempt)}]
+
+
+_WORD = re.compile(r"\S+")
+
+
+def hint_prefix(reference_solution: str, fraction: float) -> str:
+    """The first `fraction` of a reference solution, cut after a whole word: the first
+    ceil(fraction x words) whitespace-separated words with the text between them as it
+    is (newlines and LaTeX kept). 0 gives '', 1 the whole solution (stripped)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"hint fraction must be in [0, 1], got {fraction!r}")
+    words = list(_WORD.finditer(reference_solution))
+    keep = math.ceil(fraction * len(words))
+    if keep == 0:
+        return ""
+    return reference_solution[words[0].start():words[keep - 1].end()]

@@ -35,8 +35,9 @@ def sampling_params(section: ConfigDict) -> SamplingParams:
     return SamplingParams(temperature=float(s.temperature), top_p=float(s.top_p), top_k=int(s.top_k))
 
 
-def build_sampler(config: ConfigDict, tokenizer) -> Sampler:
-    """The sampler named by `config.sampler.kind`."""
+def build_sampler(config: ConfigDict, tokenizer, model=None) -> Sampler:
+    """The sampler named by `config.sampler.kind`; a jetstream one samples from `model`
+    when given (GRPO: the weights it trains), else builds its own from `config.model`."""
     kind = config.sampler.kind
     if kind == "scripted":
         from int_jax.sampling.scripted import ScriptedSampler
@@ -50,7 +51,8 @@ def build_sampler(config: ConfigDict, tokenizer) -> Sampler:
 
         engine_cfg = ConfigDict(config.sampler.to_dict())
         engine_cfg.progress = False  # the stage bar reports items and tokens/s
-        return JetStreamSampler.from_config(config.model, engine_cfg, tokenizer=tokenizer)
+        return JetStreamSampler.from_config(config.model, engine_cfg, model=model,
+                                            tokenizer=tokenizer)
     raise ValueError(f"config.sampler.kind={kind!r}; choose one of {SAMPLER_KINDS}")
 
 

@@ -14,7 +14,9 @@ One function per concern, so each can be checked alone against a float64 referen
 
 Notation (the paper's and the GRPO literature's): a group is the n completions of one
 prompt, A_i = r_i - mean(r) its advantages, rho_t = pi(y_t) / pi_old(y_t) the ratio.
-The learner loop, the stage command and the configs live elsewhere.
+`sequence_loss` assembles them into the `step.LossFn` the one train step runs; the
+learner (`train/learner.py`), the command (`stages/grpo.py`) and the configs
+(`configs/grpo.py`) live elsewhere.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from int_jax.train import sft
+from int_jax.train.step import LossTerms, Max, Mean, Min
+from int_jax.train.vocab import token_stats
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
              "seq-mean-token-sum-norm")
@@ -161,7 +164,7 @@ def token_logprobs_and_entropy(hidden, head, targets, *, temperature: float = 1.
 
     `head` maps hidden [B, c, D] to fp32 logits [B, c, V] (e.g. `model.project`), or is
     an lm_head weight [D, V]. The walk over T-chunks under `jax.checkpoint` is
-    `sft.token_stats`'s: at most one chunk's [B, c, V] logits are alive, forward or
+    `vocab.token_stats`'s: at most one chunk's [B, c, V] logits are alive, forward or
     backward, which is what lets long-sequence RL fit.
     """
     if not callable(head):
@@ -169,9 +172,9 @@ def token_logprobs_and_entropy(hidden, head, targets, *, temperature: float = 1.
     # token_stats reads `model.project`; scaling inside it keeps the chunking.
     scaled = types.SimpleNamespace(project=lambda h: head(h) / temperature)
     if entropy:
-        nll, ent = sft.token_stats(scaled, hidden, targets, chunk_size=chunk_size, entropy=True)
+        nll, ent = token_stats(scaled, hidden, targets, chunk_size=chunk_size, entropy=True)
         return -nll, ent
-    return -sft.token_stats(scaled, hidden, targets, chunk_size=chunk_size), None
+    return -token_stats(scaled, hidden, targets, chunk_size=chunk_size), None
 
 
 class PolicyTerms(NamedTuple):
@@ -374,3 +377,59 @@ def grpo_loss(cfg: GRPOConfig, logp, old_logp, advantages, mask, *, entropy=None
                                             sampler_logp=sampler_logp)
     loss = total / jnp.where(weight > 0, weight, 1.0)
     return loss, {"train/loss": jax.lax.stop_gradient(loss), **metrics}
+
+
+# -- the loss of the one train step -------------------------------------------------
+
+# grpo_loss_sums' metrics that are token means over the mask: reported over the whole
+# update as (sum over micro-batches of mean x tokens) / tokens. Its mismatch metrics (a
+# max, a correlation) are not additive: the learner computes them per step on the host.
+TOKEN_MEAN_METRICS = ("train/clip_frac_low", "train/clip_frac_high", "train/dual_clip_frac",
+                      "train/approx_kl_old", "train/ratio_mean", "train/entropy",
+                      "train/kl_ref", "train/is_weight_mean", "train/is_capped_frac")
+
+
+def next_token_targets(ids):
+    """targets[t] = ids[t + 1] (0 past the end): position t's logits predict token t + 1."""
+    return jnp.concatenate([ids[:, 1:], jnp.zeros_like(ids[:, :1])], axis=1)
+
+
+def sequence_logprobs(model, batch, *, temperature: float, chunk_size: int = 512,
+                      entropy: bool = False):
+    """log pi(y_{t+1}) [B, T] (and H_t) of `batch`'s rows (ids, positions, segment_ids)
+    under the temperature-scaled policy, at every position t."""
+    hidden = model.hidden_states(batch["ids"], batch["positions"],
+                                 segment_ids=batch["segment_ids"])
+    return token_logprobs_and_entropy(hidden, model.project, next_token_targets(batch["ids"]),
+                                      temperature=temperature, chunk_size=chunk_size,
+                                      entropy=entropy)
+
+
+def sequence_loss(cfg: GRPOConfig, chunk_size: int = 512):
+    """The GRPO `step.LossFn` over packed rollouts (`learner.pack`).
+
+    A micro-batch holds ids, positions, segment_ids [B, T]; mask [B, T] (nonzero where
+    position t's target t + 1 is a trained completion token); old_logp [B, T] at those
+    positions; advantages [B]; and, as cfg needs them, sampler_logp (truncated IS) and
+    ref_logp (KL) [B, T].
+    """
+    def loss_fn(model, batch, rng=None):
+        del rng
+        logp, ent = sequence_logprobs(model, batch, temperature=cfg.temperature,
+                                      chunk_size=chunk_size, entropy=True)
+        mask = batch["mask"]
+        total, weight, metrics = grpo_loss_sums(
+            cfg, logp, batch["old_logp"], batch["advantages"], mask, entropy=ent,
+            ref_logp=batch.get("ref_logp"), sampler_logp=batch.get("sampler_logp"))
+        live = mask != 0
+        tokens = jnp.sum(live.astype(jnp.float32))
+        log_ratio = jax.lax.stop_gradient(jnp.where(live, logp - batch["old_logp"], 0.0))
+        terms = {name: Mean(metrics[name] * tokens, tokens)
+                 for name in TOKEN_MEAN_METRICS if name in metrics}
+        terms["train/ratio_max"] = Max(jnp.exp(jnp.max(jnp.where(live, log_ratio, -jnp.inf))))
+        terms["train/ratio_min"] = Min(jnp.exp(jnp.min(jnp.where(live, log_ratio, jnp.inf))))
+        terms["train/tokens"] = tokens
+        terms["train/sequences"] = jnp.sum(jnp.any(live, axis=-1).astype(jnp.float32))
+        return LossTerms(total=total, weight=weight, metrics=terms)
+
+    return loss_fn

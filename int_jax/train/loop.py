@@ -17,7 +17,7 @@ import optax
 from jax.sharding import Mesh
 
 from int_jax.train.metrics import MetricsLogger
-from int_jax.train.step import LossFn, Trainer, TrainingDiverged, batch_digest, first_bad_loss
+from int_jax.train.step import LossFn, Trainer, batch_digest, check_losses
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def train(model, loss_fn: LossFn, tx: optax.GradientTransformation, schedule: op
     """Run (or resume) training to `opts.total_steps`; returns (model, final state).
 
     `data` is a checkpointable grain iterator yielding host-local batches. The
-    model's own arrays are donated to the first step: use the returned model.
+    model's own arrays are donated to the first step: use the returned model. A NaN
+    or inf loss raises `step.TrainingDiverged` before anything after it is saved.
     """
     if opts.log_every < 1 or opts.save_every < 1:
         raise ValueError(f"log_every={opts.log_every} and save_every={opts.save_every} "
@@ -81,14 +82,8 @@ def train(model, loss_fn: LossFn, tx: optax.GradientTransformation, schedule: op
             logging_step = done % opts.log_every == 0 or last or step == start
             if logging_step or saving:
                 # Host sync point: the loss of every step since the last one is read.
-                bad = first_bad_loss(unchecked)
+                check_losses(unchecked, trainer.ckpt)
                 unchecked = []
-                if bad is not None:
-                    trainer.ckpt.wait()
-                    raise TrainingDiverged(
-                        f"step {bad[0]}: loss is {bad[1]}; stopping. The last good "
-                        f"checkpoint (step {trainer.ckpt.latest_step()}) in "
-                        f"{trainer.ckpt.directory} is intact")
             if logging_step:
                 logger.log_window([(s, {**m, "batch_sha": digest}) for s, m, digest in pending])
                 pending = []

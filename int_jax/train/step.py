@@ -227,15 +227,19 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is left as it was."""
 
 
-def first_bad_loss(losses: list[tuple[int, jax.Array]]) -> tuple[int, float] | None:
-    """(step, loss) of the first non-finite loss among device scalars (one host read)."""
+def check_losses(losses: list[tuple[int, jax.Array]], ckpt: Checkpointer) -> None:
+    """Read (step, device loss) pairs in one host transfer; on the first NaN or inf, let
+    pending saves finish and raise `TrainingDiverged` naming the last good checkpoint.
+    Drivers call it before every save, so a diverged state is never checkpointed."""
     if not losses:
-        return None
+        return
     values = jax.device_get([x for _, x in losses])
     for (step, _), value in zip(losses, values):
         if not np.isfinite(value):
-            return step, float(value)
-    return None
+            ckpt.wait()
+            raise TrainingDiverged(
+                f"step {step}: loss is {float(value)}; stopping. The last good checkpoint "
+                f"(step {ckpt.latest_step()}) in {ckpt.directory} is intact")
 
 
 class Trainer:
@@ -294,10 +298,15 @@ class Trainer:
 
     def forward(self, fn: Callable) -> Callable:
         """`local batch -> fn(model, micro)` stacked per micro-batch, over the current
-        parameters (`make_apply`); compiled once per `fn`."""
+        parameters (`make_apply`). Build it once: each call of `forward` compiles anew."""
+        apply = self.forward_with(fn)
+        return lambda local: apply(self.state.params, local)
+
+    def forward_with(self, fn: Callable) -> Callable:
+        """`(params, local batch) -> fn(model, micro)` per micro-batch, for parameters
+        laid out like the train state's (e.g. a frozen reference copy)."""
         apply = make_apply(self.model_def, fn, self.mesh, self.rules, self.shardings.params)
-        return lambda local: apply(self.state.params,
-                                   global_batch(local, self.mesh, self.rules))
+        return lambda params, local: apply(params, global_batch(local, self.mesh, self.rules))
 
     def save(self, step: int, data=None, progress: dict | None = None) -> None:
         self.ckpt.save(step, self.state, data, progress=progress)
