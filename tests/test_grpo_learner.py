@@ -55,8 +55,7 @@ def make_trainer(tmp_path, loss, lr=1e-2, mesh=None, seed=0, grad_clip=1.0) -> T
 def sampler():
     """The real JetStream engine over the tiny model, fp32 weights and cache."""
     return JetStreamSampler(qwen3.create(CFG, seed=0), None, slots=16, max_len=32, buckets=(8,),
-                            decode_buckets=(32,), cache_dtype=jnp.float32,
-                            stop_ids=(V + 1,), progress=False)
+                            cache_dtype=jnp.float32, stop_ids=(V + 1,), progress=False)
 
 
 def completion(tokens, logprobs, finish="length") -> Completion:

@@ -44,8 +44,8 @@ def _cmd(mode: str, step: int, out: Path, inputs: Path, **extra) -> list[str]:
     flags = {"model.hf_path": inputs / "hf", "data.problems": inputs / "problems.jsonl",
              "output_dir": out, "grpo.n": 4, "grpo.prompts_per_step": 2,
              "grpo.prompts_per_update": 1, "grpo.max_new_tokens": 8, "grpo.max_prompt_len": 56,
-             "sampler.max_len": 64, "sampler.max_prefill_length": 64,
-             "sampler.min_decode_bucket": 64, "train.steps": STEPS, "train.save_every": 1,
+             "sampler.max_len": 64, "sampler.max_prefill_length": 56,
+             "train.steps": STEPS, "train.save_every": 1,
              "train.keep": STEPS + 1, "train.progress": False, "train.export_hf": False,
              "optim.lr": 1e-3, "run.progress": False, "run.fsync": False, **extra}
     return [sys.executable, str(ROOT / "tests" / "grpo_kill_child.py"), mode, str(step),

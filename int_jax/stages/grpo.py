@@ -32,6 +32,7 @@ from int_jax.config_io import save_config
 from int_jax.data.records import Problem
 from int_jax.intervention.prompts import hint_prefix
 from int_jax.models import factory, hf
+from int_jax.sampling.settings import SamplerSettings
 from int_jax.stages.common import Context, build_sampler, load_problems
 from int_jax.train import grpo, learner as learner_lib, optim
 from int_jax.train.metrics import MetricsLogger
@@ -90,16 +91,22 @@ def check_settings(config: ConfigDict) -> tuple[learner_lib.LearnerConfig, grpo.
     if lc.seq_len > max_len:
         raise ValueError(f"config.grpo.max_prompt_len + max_new_tokens = {lc.seq_len} exceeds "
                          f"config.sampler.max_len={max_len}")
-    longest = max(config.sampler.get("buckets") or (int(config.sampler.max_prefill_length),))
-    if lc.max_prompt_len > int(longest):
+    longest = longest_prompt(SamplerSettings.from_config(config.sampler))
+    if lc.max_prompt_len > longest:
         raise ValueError(f"config.grpo.max_prompt_len={lc.max_prompt_len} exceeds the longest "
-                         f"prompt the sampler prefills ({longest}: config.sampler."
+                         f"prompt the sampler takes ({longest}: config.sampler."
                          "max_prefill_length or buckets)")
     if config.model.hf_path and config.init.orbax_path:
         raise ValueError("set config.model.hf_path or config.init.orbax_path, not both")
     if jax.process_count() > 1:
         raise ValueError("int-jax grpo runs in one process (one host's devices) for now")
     return lc, loss
+
+
+def longest_prompt(settings: SamplerSettings) -> int:
+    """The longest prompt the sampler accepts."""
+    longest = getattr(settings, "longest_prompt", None)
+    return int(longest) if longest is not None else int(settings.prefill_buckets[-1])
 
 
 # -- start weights -------------------------------------------------------------------
