@@ -62,6 +62,16 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, f
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def report_peak_memory(lines: list[str], data: dict) -> None:
+    """Append the device's peak memory (accelerators report it; CPUs do not)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        lines.append(f"peak device memory: {stats['peak_bytes_in_use'] / 2**30:.2f} GiB")
+        data["peak_device_bytes"] = stats["peak_bytes_in_use"]
+
+
 def write_result(name: str, lines: list[str], data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.txt"

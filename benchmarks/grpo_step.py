@@ -186,10 +186,7 @@ def main() -> None:
         ratio = timed["transformers"] / timed["ours"]
         lines.append(f"learn ratio ours / transformers: {ratio:.2f}x (goal >= 1.0x)")
         data["learn_ratio"] = ratio
-    stats = jax.devices()[0].memory_stats() or {}
-    if "peak_bytes_in_use" in stats:
-        lines.append(f"peak device memory: {stats['peak_bytes_in_use'] / 2**30:.2f} GiB")
-        data["peak_device_bytes"] = stats["peak_bytes_in_use"]
+    common.report_peak_memory(lines, data)
     pool.close()
     trainer.close()
     print("\n".join(lines))
