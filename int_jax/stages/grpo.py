@@ -8,7 +8,7 @@ graded, penalised or masked: `grpo.truncated`), computes advantages r - mean(r) 
 group, takes one optimizer update per mini-batch of `grpo.prompts_per_update` groups,
 and hands the new weights to the engine. The phases and their metrics: train/learner.py.
 
-Writes under `output_dir`: config.json; prompts.json (problems used and left out);
+Writes under `output_dir`: run_config.json; prompts.json (problems used and left out);
 metrics.jsonl (+ tensorboard/): per step rollout/, reward/, train/, sync/ and eval/
 metrics; checkpoints/ (orbax: params, optimizer, rng, step and the data position);
 eval/step_<N>/eval/ (the held-out eval every `train.eval_every` steps: the eval stage's
