@@ -57,6 +57,25 @@ def score_terms(head_dim: int, score_bound: float) -> int:
     return math.ceil((head_dim + 1) * max(1.0, score_bound))
 
 
+def attention_forward_chain(q, k, kv_len: int, block: int) -> int:
+    """K for one output of a blocked (online-softmax) attention kernel: score errors turned
+    relative by exp, twice (p_j's numerator and its normaliser); the normaliser and p . v,
+    sums over kv_len keys; the online softmax's rescalings, 3 roundings per key block;
+    subtract, exp, divide, scale. |q.k| / sqrt(d) <= max||q|| max||k|| / sqrt(d)
+    (Cauchy-Schwarz). q [B, T, H, D], k [B, S, K, D]."""
+    d = q.shape[-1]
+    score = float(np.linalg.norm(q, axis=-1).max() * np.linalg.norm(k, axis=-1).max())
+    score /= math.sqrt(d)
+    return 2 * score_terms(d, score) + 2 * kv_len + 3 * math.ceil(kv_len / block) + 4
+
+
+def attention_backward_chain(q, k, kv_len: int, block: int) -> int:
+    """K for one entry of dq, dk or dv: the forward's chain, then dP = dO . V (d terms),
+    the softmax backward's row sum (kv_len), dq over keys / dk, dv over queries, 4 roundings."""
+    return (attention_forward_chain(q, k, kv_len, block) + q.shape[-1]
+            + 2 * max(kv_len, q.shape[1]) + 4)
+
+
 def qwen3_score_bound(model) -> float:
     """|q.k| / sqrt(d) <= sqrt(d) max|g_q| max|g_k|: q and k are RMSNorm outputs
     g * x / rms(x), ||x / rms(x)||_2 = sqrt(d), and RoPE is a rotation."""
@@ -173,3 +192,23 @@ def assert_within(got, want, tol, err_msg: str = "") -> None:
             f"{err_msg}: {int(bad.sum())} of {diff.size} entries exceed their bound; worst at "
             f"{tuple(int(x) for x in i)}: got {got[i]!r}, want {want[i]!r}, "
             f"|diff| {diff[i]:.3e} > tol {tol[i]:.3e}")
+
+
+def pass_at_k_tol(n: int, c: int) -> float:
+    """|pass@k computed in log space (int_jax/eval/passk.py) - the exact 1 - C(n-c,k)/C(n,k)|
+    in float64. Each of the c terms log1p(-x), x = k/i, rounds x (u) and itself (<= 1 ulp =
+    2u); log1p's condition number at -x, x / ((1 - x) |log(1 - x)|) <= 1 / (1 - x) =
+    i / (i - k) <= n, scales the first: <= (n + 2) u |term|. Summing c same-sign terms adds
+    gamma_c |L| (L the sum). -expm1(L) moves by e^L |dL| <= e^L |L| gamma_(n+c+2) <=
+    gamma_(n+c+2) and rounds (2u); the exact value's float64 evaluation rounds one division
+    (u) and 1 - q (u). In all <= gamma_(n+c+6)."""
+    return gamma(n + c + 6, U64)
+
+
+def mean_pass_at_k_tol(counts) -> float:
+    """The same for the mean of pass@k over problems ({problem: (n, c)}): each value in
+    [0, 1] is off by <= pass_at_k_tol, and the float64 mean of P of them adds gamma_P
+    (the sum, relative to a sum <= P) and u (the division)."""
+    counts = list(counts.values()) if hasattr(counts, "values") else list(counts)
+    worst = max(n + c for n, c in counts)
+    return gamma(worst + 6 + len(counts) + 1, U64)

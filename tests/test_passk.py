@@ -14,13 +14,8 @@ def exact(n, c, k):
 
 
 def tol(n, c):
-    """|pass_at_k(n, c, k) - exact(n, c, k)| in float64 (tests/numerics.py). Each of the c
-    terms log1p(-x), x = k/i, rounds x (u) and itself (<= 1 ulp = 2u); log1p's condition
-    number at -x, x / ((1 - x) |log(1 - x)|) <= 1 / (1 - x) = i / (i - k) <= n, scales
-    the first: <= (n + 2) u |term|. Summing c same-sign terms adds gamma_c |L| (L the sum).
-    -expm1(L) moves by e^L |dL| <= e^L |L| gamma_(n+c+2) <= gamma_(n+c+2) and rounds (2u);
-    exact() rounds one division (u) and 1 - q (u). In all <= gamma_(n+c+6)."""
-    return numerics.gamma(n + c + 6, numerics.U64)
+    """The float64 bound derived in tests/numerics.py (pass_at_k_tol)."""
+    return numerics.pass_at_k_tol(n, c)
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
