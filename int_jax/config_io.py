@@ -37,3 +37,32 @@ def load_config_file(path: str | os.PathLike, arg: str | None = None) -> ConfigD
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config() if arg is None else module.get_config(arg)
+
+
+def import_config(name: str, configs_dir: str | os.PathLike):
+    """The config module `name` (dotted, relative to `configs_dir`: "sft",
+    "experiments.common") imported as a submodule of a package rooted at `configs_dir`.
+
+    Why: absl's `--config=FILE` loads FILE as a lone top-level module (ml_collections'
+    SourceFileLoader), so FILE cannot `import` a sibling: configs/ is not on sys.path
+    and is not an installed package. This registers configs/ once as a package (its
+    name derived from its path, so two checkouts never mix) and imports through it:
+    each shared file runs once and is cached in sys.modules like any module, and files
+    inside the package import each other with ordinary relative imports
+    (`from .. import sft`). A config file calls
+    `import_config("experiments.common", Path(__file__).parents[1])`.
+    """
+    import hashlib  # noqa: PLC0415
+    import importlib  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    root = Path(configs_dir).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no configs folder")
+    package = "_int_jax_configs_" + hashlib.sha256(str(root).encode()).hexdigest()[:10]
+    if package not in sys.modules:
+        module = types.ModuleType(package, f"the config files under {root}")
+        module.__path__ = [str(root)]  # a package: its submodules are root's files and folders
+        sys.modules[package] = module
+    return importlib.import_module(f"{package}.{name}")
