@@ -101,7 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--timeout", type=float, default=10.0, help="per item (the default config's)")
     ap.add_argument("--golds", default="/work/shared/data/imo_answerbench.csv")
     ap.add_argument("--no-dedup", action="store_true",
                     help="send every pair to the workers (measures parallelism + extraction alone)")
@@ -109,6 +109,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")  # sympy deprecation noise from math-verify's solver
 
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     golds = load_golds(args.golds)
     pairs = make_pairs(golds, args.n)
     mean_chars = sum(len(r) for r, _ in pairs) / len(pairs)
@@ -147,6 +148,8 @@ def main() -> None:
           + ("every pair sent to the workers (--no-dedup)" if args.no_dedup else "each graded once"))
     print(f"ratio ours/plain: {t_plain / t_ours:.1f}x (goal >= 1.5x); "
           f"agreement on correct/not: {agree:.1%}; no pair lost: {len(ours) == len(pairs)}")
+    print(f"load average (1, 5, 15 min): start {load_start}, end "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":
