@@ -27,13 +27,13 @@ def get_config(arg: str = "tiny"):
     tiny = preset == "tiny"
     c = ConfigDict()
     c.model = model_config(preset)
-    # Training attention. `flash` (int_jax/models/flash.py) is exact, never builds
-    # [T, S] scores, skips causally masked blocks and has a hand-written backward:
-    # on CPU at 2048 tokens a layer's attention step is ~10x faster than `xla` and
-    # faster than torch's SDPA, and it runs on every backend. On TPU pods prefer
-    # `splash`, on GPUs `cudnn` (set model.attention_impl). 128-token blocks fit
-    # CPU caches best; accelerators running `flash` prefer 512.
-    c.model.attention_impl = "flash"
+    # Training attention, chosen per backend (attention.choose_kernel): TPU `splash`;
+    # GPU `cudnn` (rows of one example in bf16) or `triton` (packed rows, fp32); CPU
+    # `flash` (int_jax/models/flash.py: exact, never builds [T, S] scores, skips causally
+    # masked blocks, hand-written backward; on CPU at 2048 tokens a layer's attention
+    # step is ~10x faster than `xla`). Any KERNELS name overrides it. 128-token blocks
+    # fit CPU caches best (flash's block; splash, triton and cudnn ignore it).
+    c.model.attention_impl = "auto"
     c.model.attention_chunk_size = 128
     c.output_dir = f"runs/sft_{preset}" + (f"_{ablation}" if ablation else "")
 
@@ -63,6 +63,9 @@ def get_config(arg: str = "tiny"):
     c.train.async_save = True
     c.train.resume = True  # continue from the latest checkpoint in output_dir
     c.train.tensorboard = not tiny
+    # "a,b": a profiler trace of steps a..b (from 1) under output_dir/tensorboard/
+    # (TensorBoard's profile tab); "" for none.
+    c.train.profile_steps = ""
     c.train.progress = True
     c.train.peak_flops_per_device = 0.0  # 0: look up by device kind (for MFU)
     c.train.export_hf = True  # final safetensors under output_dir/hf

@@ -20,9 +20,14 @@ def model_config(arg: str = "tiny") -> ConfigDict:
     c.seed = 0
     c.dtype = "float32" if arg == "tiny" else "bfloat16"  # compute
     c.param_dtype = "float32"  # storage (fp32 master weights)
-    c.remat = arg != "tiny"
+    # Per decoder layer: none | full (recompute the layer) | dots (keep weight-matmul
+    # outputs) | names (keep the activations in remat_names; see qwen3.ACTIVATION_NAMES).
+    c.remat = "none" if arg == "tiny" else "full"
+    c.remat_names = ()  # for remat=names; empty: qwen3.DEFAULT_REMAT_NAMES
     c.scan_layers = False
-    c.attention_impl = "xla" if arg == "tiny" else "chunked"
+    # auto: splash on TPU, cuDNN (rows of one example, bf16) or Pallas Triton (packed
+    # rows, fp32) on GPU, flash elsewhere (attention.choose_kernel); or a KERNELS name.
+    c.attention_impl = "xla" if arg == "tiny" else "auto"
     c.attention_chunk_size = 512
     c.tokenizer_path = ""  # empty: hf_path's tokenizer if it has one, else the bundled Qwen3 one
     c.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1))

@@ -1,5 +1,6 @@
 """The blocked flash kernel computes the `xla` reference function, forward and backward,
-skips key blocks after every query, and serves a sharded Qwen3 train step."""
+and skips key blocks after every query; it and the Pallas kernels serve a sharded Qwen3
+train step."""
 
 import functools
 import math
@@ -10,7 +11,7 @@ import numerics
 import numpy as np
 import pytest
 
-from int_jax.models import attention, flash, qwen3
+from int_jax.models import attention, flash, qwen3, splash, triton
 from int_jax.models.sharding import DEFAULT_RULES, MeshConfig, make_mesh
 from int_jax.train import sft
 from int_jax.train.state import ModelDef
@@ -32,21 +33,8 @@ def _training_indices(b, t):
     return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)), jnp.asarray(seg)
 
 
-def _forward_chain(q, k, kv_len, block):
-    """K for one attention output (tests/numerics.py): score errors turned relative by exp,
-    twice (p_j's numerator and its normaliser); the normaliser and p . v, sums over kv_len
-    keys; the online softmax's rescalings, 3 roundings per key block; subtract, exp,
-    divide, scale. |q.k| / sqrt(d) <= max||q|| max||k|| / sqrt(d) (Cauchy-Schwarz)."""
-    d = q.shape[-1]
-    score = float(np.linalg.norm(q, axis=-1).max() * np.linalg.norm(k, axis=-1).max())
-    score /= math.sqrt(d)
-    return 2 * numerics.score_terms(d, score) + 2 * kv_len + 3 * math.ceil(kv_len / block) + 4
-
-
-def _backward_chain(q, k, kv_len, block):
-    """K for one entry of dq, dk or dv: the forward's chain, then dP = dO . V (d terms),
-    the softmax backward's row sum (kv_len), dq over keys / dk, dv over queries, 4 roundings."""
-    return _forward_chain(q, k, kv_len, block) + q.shape[-1] + 2 * max(kv_len, q.shape[1]) + 4
+_forward_chain = numerics.attention_forward_chain
+_backward_chain = numerics.attention_backward_chain
 
 
 CASES = {
@@ -112,11 +100,20 @@ CFG = qwen3.Qwen3Config(vocab_size=96, hidden_size=32, intermediate_size=64, num
                         num_heads=4, num_kv_heads=2, head_dim=8)
 
 
-def test_qwen3_loss_and_gradient_with_flash_match_xla_sharded():
-    """A Qwen3 SFT loss gradient with `attention_impl="flash"` on fsdp=4 x tensor=2
-    equals the single-device `xla` one (within the chain bounds of tests/numerics.py)."""
+# The Pallas kernels run interpreted here (tests/test_attention_kernels.py says why).
+INTERPRETED = {"splash": lambda: functools.partial(splash.splash_attention, interpret=True),
+               "triton": lambda: functools.partial(triton.triton_attention, interpret=True)}
+
+
+@pytest.mark.parametrize("kernel", ["flash", "splash", "triton"])
+def test_qwen3_loss_and_gradient_match_xla_sharded(kernel, monkeypatch):
+    """A Qwen3 SFT loss gradient with `attention_impl=kernel` on fsdp=4 x tensor=2 (packed
+    and padded rows; splash and triton per shard) equals the single-device `xla` one
+    (within the chain bounds of tests/numerics.py)."""
     from int_jax.models import sharding
 
+    if kernel in INTERPRETED:
+        monkeypatch.setitem(attention.KERNELS, kernel, lambda chunk_size: INTERPRETED[kernel]())
     r = np.random.default_rng(4)
     b, t = 4, 40
     seg = np.ones((b, t), np.int32)
@@ -133,7 +130,7 @@ def test_qwen3_loss_and_gradient_with_flash_match_xla_sharded():
         params = jax.device_put(params, shardings)
 
         def f(p):
-            with sharding.activation_rules(mesh, DEFAULT_RULES):
+            with sharding.activation_rules(mesh, DEFAULT_RULES, indivisible="error"):
                 terms = sft.sft_loss(model_def.merge(p), batch, chunk_size=16)
             return terms.total / terms.weight
 
@@ -141,10 +138,11 @@ def test_qwen3_loss_and_gradient_with_flash_match_xla_sharded():
 
     one = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
     loss_ref, g_ref = loss_grad(CFG, one)
-    loss, g = loss_grad(CFG.replace(attention_impl="flash", attention_chunk_size=16),
+    loss, g = loss_grad(CFG.replace(attention_impl=kernel, attention_chunk_size=16),
                         make_mesh(MeshConfig(data=1, fsdp=4, tensor=2)))
     # Two fp32 evaluations of the SFT loss and its gradient (as in test_sft_train), plus
-    # the flash kernel's rescalings: 3 roundings per 16-key block, per layer, both ways.
+    # the kernel's rescalings: 3 roundings per key block (16 keys or more), per layer,
+    # both ways.
     model = qwen3.create(CFG, seed=7)
     score = numerics.qwen3_score_bound(model)
     flash_terms = 2 * 3 * math.ceil(t / 16) * CFG.num_layers

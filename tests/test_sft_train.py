@@ -243,10 +243,14 @@ def test_sharded_step_equals_single_device_and_accumulation_equals_big_batch():
     # The weights really are split over fsdp x tensor.
     assert sh.params["layers/0/mlp/gate_proj"].spec == jax.sharding.PartitionSpec("fsdp", "tensor")
     _assert_first_steps_agree(s1, s8, m1, m8, (8, 16))
-    # Gradient accumulation: 4 micro-batches of 2 == one batch of 8.
-    s_acc, m_acc, _ = _one_step(sharded, batch, accum=4)
+    # Gradient accumulation: 2 micro-batches of 4 (one row per fsdp device) == one batch of 8.
+    s_acc, m_acc, _ = _one_step(sharded, batch, accum=2)
     _assert_first_steps_agree(s1, s_acc, m1, m_acc, (8, 16))
     assert int(s_acc.step) == 1
+    # Micro-batches of 2 rows cannot be split over fsdp=4: an error, not 2x replicated work.
+    with pytest.raises(ValueError, match="activation_batch of size 2 cannot be split over "
+                                         "data x fsdp = 4 devices.*train.micro_batch"):
+        _one_step(sharded, batch, accum=4)
 
 
 def test_tiny_model_overfits_eight_examples():

@@ -1,4 +1,7 @@
-"""Sharded forward on 8 emulated CPU devices equals the single-device forward."""
+"""Sharded forward on 8 emulated CPU devices equals the single-device forward; what
+the rules do with a dimension the mesh does not divide; the mesh's device placement."""
+
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -45,12 +48,94 @@ def test_data_fsdp_tensor_mesh_matches_single_device(scan):
     assert model.embed_tokens[...].sharding.spec == P("tensor", "fsdp")
 
 
-def test_indivisible_axis_is_replicated_not_an_error():
+@pytest.fixture
+def fresh_log(caplog):
+    """Sharding messages are logged once per process: start from none logged."""
+    sharding._LOGGED.clear()
+    caplog.set_level(logging.WARNING, logger="int_jax.models.sharding")
+    yield caplog
+    sharding._LOGGED.clear()
+
+
+def _sharding_messages(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "int_jax.models.sharding"]
+
+
+def test_indivisible_weight_axis_is_replicated_and_logged_once(fresh_log):
     cfg = _config().replace(num_kv_heads=1)
     mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=4, tensor=2))
     model = sharding.shard_model(qwen3.create(cfg), mesh)
-    # One KV head cannot be split over tensor=2: that dimension stays whole.
+    # One KV head cannot be split over tensor=2: that dimension stays whole ...
     assert model.layers[0].self_attn.k_proj[...].sharding.spec == P("fsdp", None, None)
+    sharding.shard_model(qwen3.create(cfg), mesh)  # built again: nothing new to say
+    # ... and that is said once, for k_proj and v_proj of both layers, both builds.
+    assert _sharding_messages(fresh_log) == [
+        "sharding: kv_heads of size 1 is replicated: tensor = 2 devices does not divide it "
+        "(mesh data=1 fsdp=4 tensor=2)"]
+
+
+def test_indivisible_batch_axis_is_an_error_naming_axis_size_and_mesh(fresh_log):
+    from int_jax.train import step
+
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=4, tensor=1))
+    with pytest.raises(sharding.ShardingError) as e:
+        step.batch_sharding(mesh, sharding.DEFAULT_RULES, (1, 4, 16))
+    assert str(e.value).startswith(
+        "activation_batch of size 4 cannot be split over data x fsdp = 8 devices (mesh data=2 "
+        "fsdp=4 tensor=1): make it a multiple of 8, or map activation_batch to None in "
+        "model.rules to replicate it")
+    assert "train.micro_batch" in str(e.value) and "grpo.micro_batch" in str(e.value)
+    assert step.batch_sharding(mesh, sharding.DEFAULT_RULES, (1, 8, 16)).spec == P(
+        None, ("data", "fsdp"), None)
+    # Activations inside the trainer's context: the same error, at trace time.
+    x = jnp.zeros((4, 16, 64))
+    with pytest.raises(sharding.ShardingError, match="activation_batch of size 4"):
+        with sharding.activation_rules(mesh, sharding.DEFAULT_RULES, indivisible="error"):
+            jax.jit(lambda x: sharding.constrain(
+                x, ("activation_batch", "activation_length", "activation_embed")))(x)
+    assert _sharding_messages(fresh_log) == []
+
+
+def test_mapping_the_batch_axis_to_none_asks_for_replication(fresh_log):
+    from int_jax.train import step
+
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=4, tensor=1))
+    rules = sharding.rules_from_config(
+        [[name, None if name == "activation_batch" else target]
+         for name, target in sharding.DEFAULT_RULES])
+    assert step.batch_sharding(mesh, rules, (1, 4, 16)).spec == P(None, None, None)
+    assert _sharding_messages(fresh_log) == []
+
+
+def test_other_contexts_replicate_an_indivisible_batch_and_log_once(fresh_log):
+    """The sampler's contexts (prefill: one prompt at a time) keep the default mode."""
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=4, tensor=1))
+    axes = ("activation_batch", "activation_length", "activation_embed")
+    with sharding.activation_rules(mesh):
+        for _ in range(2):
+            out = jax.jit(lambda x: sharding.constrain(x, axes))(jnp.ones((1, 8, 64)))
+    assert out.sharding.is_fully_replicated
+    assert _sharding_messages(fresh_log) == [
+        "sharding: activation_batch of size 1 is replicated: data x fsdp = 8 devices does not "
+        "divide it (mesh data=2 fsdp=4 tensor=1)"]
+
+
+def test_make_mesh_surfaces_failures_and_logs_its_fallback(monkeypatch, fresh_log):
+    def broken(shape, devices):
+        raise RuntimeError("topology query failed")
+
+    monkeypatch.setattr(sharding.mesh_utils, "create_device_mesh", broken)
+    with pytest.raises(RuntimeError, match="topology query failed"):
+        sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=4, tensor=1))
+
+    def cannot_place(shape, devices):
+        raise NotImplementedError("8 devices do not tile this torus")
+
+    monkeypatch.setattr(sharding.mesh_utils, "create_device_mesh", cannot_place)
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=4, tensor=1))
+    assert list(mesh.devices.flat) == jax.devices()  # in order
+    (message,) = _sharding_messages(fresh_log)
+    assert "8 devices do not tile this torus" in message and "using them in order" in message
 
 
 def test_mesh_config_errors():

@@ -108,23 +108,32 @@ def chunked_attention(q, k, v, q_index, q_segment, kv_segment, *, chunk_size=512
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d).astype(q.dtype)
 
 
-def cudnn_attention(q, k, v, q_index, q_segment, kv_segment):
-    """cuDNN flash attention on GPU for training (no cache: q_index must be arange).
+def cudnn_attention(q, k, v, q_index, q_segment, kv_segment, *, implementation="cudnn"):
+    """cuDNN flash attention on GPU for training forwards of rows that hold one example
+    each, right-padded (SFT without packing, GRPO rows, diagnostics).
 
-    cuDNN takes a causal flag plus segment ids; it cannot express an arbitrary
-    `q_index`, so it is only valid when queries and keys are the same sequence.
+    Causality is a flag and padding is a length per row, so no [T, S] mask exists in
+    either pass (a boolean mask would become a dense bias and, in the backward, a dense
+    bias gradient: ~512 MiB per row each at 16k tokens). GQA heads are native. Packed
+    rows (several segments) cannot be expressed this way: `triton` takes segment ids,
+    and `auto` picks it for them. cuDNN takes bfloat16 / float16 only.
+    `implementation="xla"` runs jax's XLA version of the same call: what the CPU tests
+    check (cuDNN itself needs an NVIDIA GPU).
     """
-    del q_index
+    del q_index, q_segment  # causal and same-sequence by construction (T == S)
     if q.shape[1] != k.shape[1]:
         # cuDNN's causal mask is top-left aligned: wrong for KV-cache decoding.
         raise ValueError("cudnn attention serves training forwards only (T == S); "
-                         "use attention_impl='xla' or 'chunked' for KV-cache decoding")
+                         "use attention_impl='flash' or 'xla' for KV-cache decoding")
+    if implementation == "cudnn" and q.dtype not in (jnp.bfloat16, jnp.float16):
+        raise ValueError(f"cudnn attention takes bfloat16 or float16 inputs, got {q.dtype}: "
+                         "set model.dtype=bfloat16, or attention_impl='auto' (triton for float32)")
+    # Real tokens per row (segment 1 then padding). At least 1: an all-padding row then
+    # attends to its first token (finite, weight 0) instead of a zero-length softmax.
+    lengths = jnp.maximum(jnp.sum(kv_segment != 0, axis=1), 1).astype(jnp.int32)
     return jax.nn.dot_product_attention(
-        q, k, v, is_causal=True, implementation="cudnn",
-        query_seq_lengths=None, key_value_seq_lengths=None,
-        mask=(q_segment[:, None, :, None] == kv_segment[:, None, None, :])
-        & (kv_segment != 0)[:, None, None, :],
-    )
+        q, k, v, is_causal=True, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+        implementation=implementation)
 
 
 def _flash(chunk_size):
@@ -139,6 +148,16 @@ def _splash(chunk_size):
     return splash.splash_attention
 
 
+def _triton(chunk_size):
+    from int_jax.models import triton  # GPU (Pallas Triton); imported lazily.
+
+    return triton.triton_attention
+
+
+def _auto(chunk_size):
+    return functools.partial(auto_attention, chunk_size=chunk_size)
+
+
 # Config name -> factory(chunk_size) -> kernel. `chunk_size` is the key block of
 # the blocked kernels; the others ignore it.
 KERNELS = {
@@ -147,14 +166,57 @@ KERNELS = {
     "flash": _flash,
     "cudnn": lambda chunk_size: cudnn_attention,
     "splash": _splash,
+    "triton": _triton,
+    "auto": _auto,  # choose_kernel's pick for the backend (see below)
 }
 
 
-def get_kernel(name: str, *, chunk_size: int = 512):
-    """Look up an attention kernel by config name; unknown names are an error."""
+def get_kernel(name: str, *, chunk_size: int = 512, decoding: bool = False):
+    """Look up an attention kernel by config name; unknown names are an error.
+    `decoding`: the call attends over a KV cache (`auto` then takes `flash`, which
+    serves any query index)."""
+    if name == "auto" and decoding:
+        name = "flash"
     try:
         factory = KERNELS[name]
     except KeyError:
         raise ValueError(
             f"unknown attention_impl {name!r}; choose one of {sorted(KERNELS)}") from None
     return factory(chunk_size)
+
+
+# --------------------------------------------------------------------------- auto
+
+
+def choose_kernel(platform: str, *, packed: bool = True, dtype=jnp.float32) -> str:
+    """The training kernel `attention_impl="auto"` runs on `platform` (a jax platform
+    name: "tpu", "gpu" / "cuda", "cpu").
+
+    TPU: `splash` (causal block skipping, segment ids). GPU: `cudnn` for rows of one
+    right-padded example in bfloat16 / float16 (`packed=False`), else `triton` (segment
+    ids: packed rows; and float32, which cuDNN rejects). Anything else: `flash`.
+    `packed=True` is the safe default: that kernel is right for any rows.
+    """
+    if platform == "tpu":
+        return "splash"
+    if platform in ("gpu", "cuda"):
+        if not packed and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+            return "cudnn"
+        return "triton"
+    return "flash"
+
+
+def resolve(name: str, platform: str, *, packed: bool = True, dtype=jnp.float32) -> str:
+    """A configured `attention_impl` with `auto` replaced by `choose_kernel`'s pick."""
+    return choose_kernel(platform, packed=packed, dtype=dtype) if name == "auto" else name
+
+
+def auto_attention(q, k, v, q_index, q_segment, kv_segment, *, chunk_size=512):
+    """`auto` left unresolved until trace time (a model built with it directly): the
+    platform is the active mesh's (else jax's default backend), rows may be packed."""
+    from int_jax.models import sharding  # noqa: PLC0415 - sharding imports nothing of ours
+
+    active = sharding.active()
+    platform = active[0].devices.flat[0].platform if active else jax.default_backend()
+    name = choose_kernel(platform, packed=True, dtype=q.dtype)
+    return get_kernel(name, chunk_size=chunk_size)(q, k, v, q_index, q_segment, kv_segment)

@@ -24,6 +24,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -147,6 +148,10 @@ def _flash(q, k, v, q_index, q_segment, kv_segment, block_q, block_k):
 
 def _flash_fwd(q, k, v, q_index, q_segment, kv_segment, block_q, block_k):
     out, lse = _forward(q, k, v, q_index, q_segment, kv_segment, block_q, block_k)
+    # Named for remat policies (qwen3.ACTIVATION_NAMES): saving both spares the
+    # backward a second forward pass.
+    out = checkpoint_name(out, "attention_stats")
+    lse = checkpoint_name(lse, "attention_stats")
     return out, (q, k, v, q_index, q_segment, kv_segment, out, lse)
 
 

@@ -21,10 +21,46 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from int_jax.models import attention as attention_lib
 from int_jax.models import sharding
 from int_jax.models.vocab import QWEN3_END_TOKEN_IDS  # noqa: F401 - re-exported
+
+
+# Activations named in the model (`checkpoint_name`), for the `names` remat policy:
+#   query, key, value  [B, T, H|K, D]  attention inputs (after q/k norm and RoPE)
+#   attention          [B, T, H, D]    the attention kernel's output
+#   attention_stats                    what the flash and splash kernels keep for their
+#                                      backward (output and log-sum-exp, their layouts)
+#   attention_out      [B, T, D]       after o_proj
+#   mlp_gate, mlp_up   [B, T, F]       the MLP's two input projections
+#   mlp_out            [B, T, D]       after down_proj
+ACTIVATION_NAMES = ("query", "key", "value", "attention", "attention_stats", "attention_out",
+                    "mlp_gate", "mlp_up", "mlp_out")
+# `names` saves these by default: the attention kernel's inputs and (flash, splash) its
+# own residuals, so the backward recomputes the norms, the MLP and the projections but
+# not the attention forward. Kernels that name nothing (xla, chunked, cudnn, triton)
+# recompute their forward under any policy but `none`.
+DEFAULT_REMAT_NAMES = ("query", "key", "value", "attention_stats")
+# What each decoder layer keeps for the backward (`Qwen3Config.remat`):
+#   none   everything autodiff saves (no recomputation)
+#   full   only the layer's input: the backward recomputes the whole layer
+#   dots   the outputs of matmuls against weights (dots without batch dimensions);
+#          attention scores and elementwise work are recomputed
+#   names  the activations named in `remat_names` (ACTIVATION_NAMES)
+REMAT_POLICIES = ("none", "full", "dots", "names")
+
+
+def remat_policy(remat: str, names=DEFAULT_REMAT_NAMES):
+    """The `jax.checkpoint` policy of a remat setting (None: save nothing)."""
+    if remat == "full":
+        return None
+    if remat == "dots":
+        return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    if remat == "names":
+        return jax.checkpoint_policies.save_only_these_names(*names)
+    raise ValueError(f"no checkpoint policy for remat={remat!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +79,22 @@ class Qwen3Config:
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 40960
     # Execution switches (not part of the checkpoint).
-    remat: bool = False  # jax.checkpoint around each decoder layer
+    remat: str = "none"  # REMAT_POLICIES, per decoder layer (True / False: full / none)
+    remat_names: tuple[str, ...] = DEFAULT_REMAT_NAMES  # saved by remat="names"
     scan_layers: bool = False  # nnx.scan over stacked layer weights
-    attention_impl: str = "xla"  # xla | chunked | flash | cudnn | splash
+    attention_impl: str = "xla"  # a name in attention.KERNELS (auto: choose_kernel)
     attention_chunk_size: int = 512
 
     def __post_init__(self):
+        # The boolean of earlier configs: True was jax.checkpoint of the whole layer.
+        if isinstance(self.remat, bool):
+            object.__setattr__(self, "remat", "full" if self.remat else "none")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"unknown remat {self.remat!r}; choose one of {REMAT_POLICIES}")
+        object.__setattr__(self, "remat_names", tuple(self.remat_names))
+        unknown = sorted(set(self.remat_names) - set(ACTIVATION_NAMES))
+        if unknown:
+            raise ValueError(f"unknown remat_names {unknown}; the model names {ACTIVATION_NAMES}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} is not a multiple of "
@@ -198,10 +244,11 @@ class RMSNorm(nnx.Module):
         self.weight = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("norm",))
 
     def __call__(self, x):
-        dtype = x.dtype
-        x32 = x.astype(jnp.float32)
-        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.weight[...].astype(dtype) * x32.astype(dtype)
+        with jax.named_scope("norm"):
+            dtype = x.dtype
+            x32 = x.astype(jnp.float32)
+            x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+            return self.weight[...].astype(dtype) * x32.astype(dtype)
 
 
 def rope(x, positions, theta: float):
@@ -236,13 +283,18 @@ class Attention(nnx.Module):
         stacked arrays (in place under donation), so a decode step writes T rows
         per slot instead of rebuilding the cache from per-layer copies.
         """
+        with jax.named_scope("attention"):
+            return self._attend(x, positions, q_index, q_segment, kv_segment, cache_kv)
+
+    def _attend(self, x, positions, q_index, q_segment, kv_segment, cache_kv):
         dt = self.dtype
         q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(dt))
         k = jnp.einsum("btd,dhk->bthk", x, self.k_proj[...].astype(dt))
         v = jnp.einsum("btd,dhk->bthk", x, self.v_proj[...].astype(dt))
         # Qwen3: per-head RMSNorm on q and k, *then* RoPE.
-        q = rope(self.q_norm(q), positions, self.cfg.rope_theta)
-        k = rope(self.k_norm(k), positions, self.cfg.rope_theta)
+        q = checkpoint_name(rope(self.q_norm(q), positions, self.cfg.rope_theta), "query")
+        k = checkpoint_name(rope(self.k_norm(k), positions, self.cfg.rope_theta), "key")
+        v = checkpoint_name(v, "value")
         updated = None
         if cache_kv is not None:
             k_all, v_all, layer = cache_kv
@@ -251,9 +303,12 @@ class Attention(nnx.Module):
             k, v = k_all[layer].astype(dt), v_all[layer].astype(dt)
             updated = (k_all, v_all)
         kernel = attention_lib.get_kernel(self.cfg.attention_impl,
-                                          chunk_size=self.cfg.attention_chunk_size)
-        out = kernel(q, k, v, q_index, q_segment, kv_segment)
-        return jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt)), updated
+                                          chunk_size=self.cfg.attention_chunk_size,
+                                          decoding=cache_kv is not None)
+        with jax.named_scope(f"kernel_{self.cfg.attention_impl}"):
+            out = checkpoint_name(kernel(q, k, v, q_index, q_segment, kv_segment), "attention")
+        out = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt))
+        return checkpoint_name(out, "attention_out"), updated
 
 
 def _write_rows(stacked, layer, new, index):
@@ -274,10 +329,12 @@ class MLP(nnx.Module):
         self.down_proj = _param(rngs, (f, d), ("mlp", "embed"), param_dtype)
 
     def __call__(self, x):
-        dt = self.dtype
-        gate = x @ self.gate_proj[...].astype(dt)
-        up = x @ self.up_proj[...].astype(dt)
-        return (jax.nn.silu(gate) * up) @ self.down_proj[...].astype(dt)
+        with jax.named_scope("mlp"):
+            dt = self.dtype
+            gate = checkpoint_name(x @ self.gate_proj[...].astype(dt), "mlp_gate")
+            up = checkpoint_name(x @ self.up_proj[...].astype(dt), "mlp_up")
+            return checkpoint_name((jax.nn.silu(gate) * up) @ self.down_proj[...].astype(dt),
+                                   "mlp_out")
 
 
 class DecoderLayer(nnx.Module):
@@ -289,12 +346,14 @@ class DecoderLayer(nnx.Module):
         self.mlp = MLP(cfg, dtype=dtype, **kw)
 
     def __call__(self, x, positions, q_index, q_segment, kv_segment, cache_kv=None):
-        h, updated = self.self_attn(self.input_layernorm(x), positions, q_index,
-                                    q_segment, kv_segment, cache_kv)
-        x = x + h
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        x = sharding.constrain(x, ("activation_batch", "activation_length", "activation_embed"))
-        return x, updated
+        with jax.named_scope("decoder_layer"):
+            h, updated = self.self_attn(self.input_layernorm(x), positions, q_index,
+                                        q_segment, kv_segment, cache_kv)
+            x = x + h
+            x = x + self.mlp(self.post_attention_layernorm(x))
+            x = sharding.constrain(x, ("activation_batch", "activation_length",
+                                       "activation_embed"))
+            return x, updated
 
 
 
@@ -333,18 +392,21 @@ class Qwen3(nnx.Module):
     # -- pieces ------------------------------------------------------------------
 
     def embed(self, input_ids):
-        x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
-        return sharding.constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+        with jax.named_scope("embed"):
+            x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
+            return sharding.constrain(x, ("activation_batch", "activation_length",
+                                          "activation_embed"))
 
     def project(self, hidden):
         """Final-normed hidden [B, T, D] -> fp32 logits [B, T, V]."""
         # Accumulate and return in fp32 even under bf16 compute: rounding logits
         # to bf16 (~0.4% relative) is enough to flip near-tied top-1 tokens.
-        if self.config.tie_word_embeddings:
-            w = self.embed_tokens[...].astype(self.dtype)
-            return jnp.einsum("btd,vd->btv", hidden, w, preferred_element_type=jnp.float32)
-        w = self.lm_head[...].astype(self.dtype)
-        return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+        with jax.named_scope("lm_head"):
+            if self.config.tie_word_embeddings:
+                w = self.embed_tokens[...].astype(self.dtype)
+                return jnp.einsum("btd,vd->btv", hidden, w, preferred_element_type=jnp.float32)
+            w = self.lm_head[...].astype(self.dtype)
+            return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
 
     def _run_layers(self, x, positions, q_index, q_segment, kv_segment, cache):
         cfg = self.config
@@ -352,8 +414,9 @@ class Qwen3(nnx.Module):
         def apply(layer, x, cache_kv):
             return layer(x, positions, q_index, q_segment, kv_segment, cache_kv)
 
-        if cfg.remat:
-            apply = nnx.remat(apply, prevent_cse=not cfg.scan_layers)
+        if cfg.remat != "none":
+            apply = nnx.remat(apply, prevent_cse=not cfg.scan_layers,
+                              policy=remat_policy(cfg.remat, cfg.remat_names))
 
         if cfg.scan_layers:
             if cache is None:
@@ -373,12 +436,14 @@ class Qwen3(nnx.Module):
             return x, KVCache(k=k, v=v)
 
         if cache is None:
-            for layer in self.layers:
-                x, _ = apply(layer, x, None)
+            for i, layer in enumerate(self.layers):
+                with jax.named_scope(f"layer_{i}"):  # a profile reads layer by layer
+                    x, _ = apply(layer, x, None)
             return x, None
         k_all, v_all = cache.k, cache.v
         for i, layer in enumerate(self.layers):
-            x, (k_all, v_all) = apply(layer, x, (k_all, v_all, i))
+            with jax.named_scope(f"layer_{i}"):
+                x, (k_all, v_all) = apply(layer, x, (k_all, v_all, i))
         return x, KVCache(k=k_all, v=v_all)
 
     # -- entry points --------------------------------------------------------------

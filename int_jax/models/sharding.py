@@ -5,9 +5,16 @@ Weights and activations carry *logical* axis names (`embed`, `mlp`, `q_heads`,
 `fsdp`, `tensor`). Parallelism is therefore a config change: a different mesh
 shape or a different rules table, never a model edit.
 
-A mesh axis is dropped from a spec when it does not divide the dimension (e.g.
-one KV head on a tensor axis of 2): that dimension is then replicated instead
-of failing, which is what a user resizing a mesh expects.
+What happens when a mesh axis does not divide a dimension depends on what the
+dimension is:
+- a weight dimension (one KV head on a tensor axis of 2) is replicated over that
+  axis, and the replication is logged once: what a user resizing a mesh expects;
+- a batch or activation dimension under the trainer's rules (a micro-batch of 4 rows
+  on data x fsdp = 8 devices) is an error naming the logical axis, its size and the
+  mesh: replicating it would run every row on 8 devices at 8x the compute and memory.
+  Mapping the logical name to None in the rules is the request to replicate it.
+  Other contexts (the sampler, whose prefill runs one prompt at a time) replicate
+  such a dimension and log it once (`activation_rules(..., indivisible=...)`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import logging
 import math
 import os
 from typing import Iterable, Sequence
@@ -22,7 +30,10 @@ from typing import Iterable, Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+log = logging.getLogger(__name__)
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -106,13 +117,22 @@ def maybe_initialize_distributed(enabled: bool) -> None:
 
 
 def make_mesh(config: MeshConfig | None = None, devices: Sequence | None = None) -> Mesh:
+    """The (data, fsdp, tensor) mesh over `devices` (default: all).
+
+    Devices are placed by `mesh_utils.create_device_mesh` (TPU topology, GPU process
+    order). Where it cannot place a shape (it raises ValueError or
+    NotImplementedError, e.g. a device count that does not tile the TPU torus), the
+    devices are used in order and the reason is logged; any other failure surfaces.
+    """
     config = config or MeshConfig()
     devices = list(devices if devices is not None else jax.devices())
     shape = config.shape(len(devices))
     try:
-        # Topology-aware placement on TPU/GPU; falls back to a plain reshape.
-        arr = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
-    except Exception:  # noqa: BLE001 - CPU or odd device counts
+        arr = mesh_utils.create_device_mesh(shape, devices)
+    except (ValueError, NotImplementedError) as e:
+        log.warning("make_mesh: no topology-aware placement of %d %s devices as "
+                    "data=%d fsdp=%d tensor=%d (%s); using them in order", len(devices),
+                    devices[0].platform, *shape, e)
         arr = np.asarray(devices).reshape(shape)
     return Mesh(arr, MESH_AXES)
 
@@ -129,9 +149,41 @@ def rules_from_config(rules: Iterable | None) -> tuple:
     return tuple(out)
 
 
+class ShardingError(ValueError):
+    """A batch or activation dimension that the mesh axes of its rule do not divide."""
+
+
+_LOGGED: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.warning(message)
+
+
+def _axes_text(mesh: Mesh, axes: Sequence[str]) -> str:
+    """'data x fsdp = 8 devices' (the mesh axes of a rule and their product)."""
+    return f"{' x '.join(axes)} = {math.prod(mesh.shape[a] for a in axes)} devices"
+
+
+def _mesh_text(mesh: Mesh) -> str:
+    return "mesh " + " ".join(f"{a}={n}" for a, n in mesh.shape.items())
+
+
 def logical_to_spec(logical_axes: Sequence[str | None], rules=DEFAULT_RULES,
-                    shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> PartitionSpec:
-    """Map logical names to a PartitionSpec; each mesh axis is used at most once."""
+                    shape: Sequence[int] | None = None, mesh: Mesh | None = None, *,
+                    indivisible: str = "replicate") -> PartitionSpec:
+    """Map logical names to a PartitionSpec; each mesh axis is used at most once.
+
+    With `shape` and `mesh`, a dimension keeps only the mesh axes whose product
+    divides it. When some are dropped, `indivisible` says what that means:
+    "replicate" (weights; logged once per distinct case) or "error" (batch and
+    activation dimensions under the trainer's rules: `ShardingError` naming the
+    logical axis, its size and the mesh).
+    """
+    if indivisible not in ("replicate", "error"):
+        raise ValueError(f"indivisible must be 'replicate' or 'error', got {indivisible!r}")
     table = dict(rules)
     used: set[str] = set()
     spec = []
@@ -146,10 +198,24 @@ def logical_to_spec(logical_axes: Sequence[str | None], rules=DEFAULT_RULES,
                 if shape[dim] % (size * mesh.shape[a]) == 0:
                     kept.append(a)
                     size *= mesh.shape[a]
+            if len(kept) < len(axes):
+                _indivisible(name, shape[dim], axes, tuple(kept), mesh, indivisible)
             axes = tuple(kept)
         used.update(axes)
         spec.append(None if not axes else (axes[0] if len(axes) == 1 else axes))
     return PartitionSpec(*spec)
+
+
+def _indivisible(name, size, axes, kept, mesh, mode) -> None:
+    if mode == "error":
+        n = math.prod(mesh.shape[a] for a in axes)
+        raise ShardingError(
+            f"{name} of size {size} cannot be split over {_axes_text(mesh, axes)} "
+            f"({_mesh_text(mesh)}): make it a multiple of {n}, or map {name} to None in "
+            "model.rules to replicate it")
+    where = f"split over {_axes_text(mesh, kept)} only" if kept else "replicated"
+    _log_once(f"sharding: {name} of size {size} is {where}: {_axes_text(mesh, axes)} "
+              f"does not divide it ({_mesh_text(mesh)})")
 
 
 def _is_var(x):
@@ -180,23 +246,39 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.Modul
 # --------------------------------------------------------------------------- activations
 
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("int_jax_sharding", default=None)
+_INDIVISIBLE: contextvars.ContextVar = contextvars.ContextVar("int_jax_indivisible",
+                                                              default="replicate")
 
 
 @contextlib.contextmanager
-def activation_rules(mesh: Mesh, rules=DEFAULT_RULES):
-    """Within this context (at trace time), `constrain` shards activations."""
+def activation_rules(mesh: Mesh, rules=DEFAULT_RULES, *, indivisible: str = "replicate"):
+    """Within this context (at trace time), `constrain` shards activations.
+
+    `indivisible`: what an activation dimension the mesh does not divide means (see
+    `logical_to_spec`). The train step passes "error"; the default replicates and
+    logs once (the sampler: prompts are prefilled one at a time).
+    """
+    if indivisible not in ("replicate", "error"):
+        raise ValueError(f"indivisible must be 'replicate' or 'error', got {indivisible!r}")
     token = _ACTIVE.set((mesh, tuple(rules)))
+    mode = _INDIVISIBLE.set(indivisible)
     try:
         yield
     finally:
+        _INDIVISIBLE.reset(mode)
         _ACTIVE.reset(token)
+
+
+def active():
+    """(mesh, rules) of the enclosing `activation_rules` context, or None."""
+    return _ACTIVE.get()
 
 
 def constrain(x, logical_axes: Sequence[str | None]):
     """`with_sharding_constraint` by logical names; identity outside a rules context."""
-    active = _ACTIVE.get()
-    if active is None:
+    current = _ACTIVE.get()
+    if current is None:
         return x
-    mesh, rules = active
-    spec = logical_to_spec(logical_axes, rules, x.shape, mesh)
+    mesh, rules = current
+    spec = logical_to_spec(logical_axes, rules, x.shape, mesh, indivisible=_INDIVISIBLE.get())
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))

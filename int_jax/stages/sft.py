@@ -2,7 +2,9 @@
 
 Writes under `output_dir`: config.json, data_stats.json, metrics.jsonl (+
 tensorboard/), checkpoints/ (orbax: state + data iterator), hf/ (the final
-model as safetensors, with the tokenizer) and DONE (written last). Running it
+model as safetensors, with the tokenizer) and DONE (written last). With
+`train.profile_steps=a,b` a profiler trace of steps a..b goes to
+tensorboard/plugins/profile/ (TensorBoard's profile tab). Running it
 again continues from the latest checkpoint (`train.resume`, default True).
 """
 
@@ -22,7 +24,8 @@ from int_jax.data import loaders
 from int_jax.data.tokenizer import load_model_tokenizer
 from int_jax.data.toy_sft import toy_sft_examples
 from int_jax.models import factory, hf
-from int_jax.train import loop, metrics, optim, sft
+from int_jax.train import loop, metrics, optim, profile, sft
+from int_jax.train import step as train_step
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,14 @@ def batch_spec(config: ConfigDict) -> loaders.BatchSpec:
                              epochs=int(t.epochs))
 
 
+def check_execution(config: ConfigDict) -> None:
+    """Settings that cannot work together, named before anything is built."""
+    if config.data.packing and config.model.attention_impl == "cudnn":
+        raise ValueError("model.attention_impl=cudnn takes rows of one example (it masks "
+                         "padding by length); with data.packing=True use attention_impl=auto "
+                         "(triton on GPU) or triton")
+
+
 def main(config: ConfigDict, args: list[str]) -> int:
     if args:
         raise SystemExit(f"int-jax sft takes no positional arguments, got {args}")
@@ -62,11 +73,16 @@ def main(config: ConfigDict, args: list[str]) -> int:
     save_config(config, out)
     mesh = factory.build_mesh(config.model)
     rules = factory.rules_of(config.model)
+    spec = batch_spec(config)
+    check_execution(config)
+    profile_steps = profile.parse_steps(config.train.get("profile_steps", ""))
+    # Rows per micro-batch that the batch axes of the mesh do not divide are an error
+    # now, not after the data and the model are loaded.
+    train_step.batch_sharding(mesh, rules, (spec.accum, spec.rows // spec.accum, spec.seq_len))
     tokenizer = load_model_tokenizer(config.model)
     examples, stats = load_examples(config, tokenizer)
     (out / "data_stats.json").write_text(json.dumps(dataclasses.asdict(stats), indent=2) + "\n")
     log.info("SFT data: %s", stats)
-    spec = batch_spec(config)
     total = loaders.count_steps(examples, spec, jax.process_count(), jax.process_index())
     if int(config.train.max_steps) > 0:
         total = min(total, int(config.train.max_steps))
@@ -74,8 +90,9 @@ def main(config: ConfigDict, args: list[str]) -> int:
         raise ValueError(f"{len(examples)} examples make no full batch of "
                          f"{spec.rows}; lower train.global_batch")
     tx, schedule = optim.make_optimizer(config.optim, total)
-    model = factory.build_model(config.model, mesh)
+    model = factory.build_model(config.model, mesh, packed_rows=bool(config.data.packing))
     model_cfg = model.config
+    log.info("model: attention %s, remat %s", model_cfg.attention_impl, model_cfg.remat)
     data = iter(loaders.sft_dataset(examples, spec, process_index=jax.process_index(),
                                     process_count=jax.process_count()))
     loss_fn = functools.partial(sft.sft_loss, chunk_size=int(config.train.loss_chunk_size))
@@ -85,6 +102,7 @@ def main(config: ConfigDict, args: list[str]) -> int:
         log_every=int(config.train.get("log_every", 1)),
         async_save=bool(config.train.async_save), resume=bool(config.train.resume),
         tensorboard=bool(config.train.tensorboard), progress=bool(config.train.progress),
+        profile_steps=profile_steps,
         flops_per_token=metrics.train_flops_per_token(model_cfg, spec.seq_len),
         peak_flops_per_device=metrics.peak_flops_per_device(
             override=float(config.train.peak_flops_per_device)))

@@ -17,6 +17,7 @@ import optax
 from jax.sharding import Mesh
 
 from int_jax.train.metrics import MetricsLogger
+from int_jax.train.profile import StepProfiler
 from int_jax.train.step import LossFn, Trainer, batch_digest, check_losses
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class LoopOptions:
     flops_per_token: float | None = None
     peak_flops_per_device: float | None = None
     log_every: int = 1  # metrics reach the host (and the logs) every this many steps
+    profile_steps: tuple[int, int] | None = None  # trace steps a..b (from 1) into tensorboard/
 
 
 def train(model, loss_fn: LossFn, tx: optax.GradientTransformation, schedule: optax.Schedule,
@@ -54,7 +56,7 @@ def train(model, loss_fn: LossFn, tx: optax.GradientTransformation, schedule: op
                       checkpoint_dir=workdir / "checkpoints", keep=opts.keep,
                       async_save=opts.async_save)
     del model
-    logger = None
+    logger = profiler = None
     try:
         latest, _ = trainer.restore(resume=opts.resume, data=data)
         if latest is not None:
@@ -64,6 +66,8 @@ def train(model, loss_fn: LossFn, tx: optax.GradientTransformation, schedule: op
         logger = MetricsLogger(workdir, total_steps=opts.total_steps, start_step=start,
                                tensorboard=opts.tensorboard, progress=opts.progress,
                                flops_per_token=opts.flops_per_token, peak_flops=peak)
+        # Under tensorboard/ (TensorBoard's profile plugin looks in plugins/profile).
+        profiler = StepProfiler(opts.profile_steps, workdir / "tensorboard")
         unchecked: list = []  # (step, device loss) not yet read on the host
         pending: list = []  # (step, device metrics, batch digest) not yet logged
         for step in range(start, opts.total_steps):
@@ -72,8 +76,10 @@ def train(model, loss_fn: LossFn, tx: optax.GradientTransformation, schedule: op
             except StopIteration:
                 raise RuntimeError(f"the data ran out after {step} of {opts.total_steps} "
                                    "steps; lower train.max_steps or add epochs") from None
-            metrics = trainer.update(local)
             done = step + 1
+            profiler.before(done)
+            metrics = trainer.update(local)
+            profiler.after(done, metrics)
             unchecked.append((done, metrics["loss"]))
             pending.append((done, metrics, batch_digest(local)))
             last = done == opts.total_steps
@@ -92,6 +98,8 @@ def train(model, loss_fn: LossFn, tx: optax.GradientTransformation, schedule: op
             if saving:
                 trainer.save(done, data)
     finally:
+        if profiler is not None:
+            profiler.stop()
         trainer.close()
         if logger is not None:
             logger.close()

@@ -131,9 +131,21 @@ def report(metrics: dict) -> dict:
 # -- batches ------------------------------------------------------------------------
 
 
+# What to change when the rows of a micro-batch do not split over the batch axes.
+_ROWS_HINT = ("the rows per micro-batch: SFT train.micro_batch (train.global_batch when it "
+              "is 0), GRPO grpo.micro_batch (grpo.prompts_per_update x grpo.n when it is 0)")
+
+
 def batch_sharding(mesh: Mesh, rules, shape) -> NamedSharding:
-    return NamedSharding(mesh, sharding_lib.logical_to_spec(BATCH_AXES[:len(shape)], rules,
-                                                            shape, mesh))
+    """Sharding of a host batch [accum, rows, T]: rows over the batch axes of the mesh.
+    Rows those axes do not divide are an error (not a silent replication) unless the
+    rules map activation_batch to None."""
+    try:
+        spec = sharding_lib.logical_to_spec(BATCH_AXES[:len(shape)], rules, shape, mesh,
+                                            indivisible="error")
+    except sharding_lib.ShardingError as e:
+        raise sharding_lib.ShardingError(f"{e} (here: {_ROWS_HINT})") from None
+    return NamedSharding(mesh, spec)
 
 
 def global_batch(local: dict, mesh: Mesh, rules) -> dict:
@@ -170,7 +182,9 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation,
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def step(state: TrainState, batch):
-        with sharding_lib.activation_rules(mesh, rules):
+        # Profiles read by phase: forward (the loss's own part under "loss", e.g.
+        # train/vocab.py), backward, optimizer; the model names its modules inside.
+        with sharding_lib.activation_rules(mesh, rules, indivisible="error"):
             rng, step_rng = jax.random.split(state.rng)
             accum = jax.tree.leaves(batch)[0].shape[0]
 
@@ -178,7 +192,13 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation,
                 terms = loss_fn(model_def.merge(params), micro, key)
                 return terms.total, terms
 
-            grad_fn = jax.grad(micro_loss, has_aux=True)
+            def grad_fn(params, micro, key):
+                with jax.named_scope("forward"):
+                    total, pullback, terms = jax.vjp(
+                        lambda p: micro_loss(p, micro, key), params, has_aux=True)
+                with jax.named_scope("backward"):
+                    (g,) = pullback(jnp.ones_like(total))
+                return g, terms
 
             def body(carry, xs):
                 g_sum, t_sum = carry
@@ -194,13 +214,14 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation,
             (g_sum, terms), _ = jax.lax.scan(
                 body, (zeros_grads, zeros_terms), (batch, jax.random.split(step_rng, accum)))
 
-            denom = jnp.where(terms.weight > 0, terms.weight, 1.0)
-            grads = jax.tree.map(lambda g: g / denom, g_sum)
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            metrics = {"loss": terms.total / denom, "grad_norm": optax.tree.norm(grads),
-                       "lr": schedule(state.step), "loss_weight": terms.weight,
-                       **report(terms.metrics)}
+            with jax.named_scope("optimizer"):
+                denom = jnp.where(terms.weight > 0, terms.weight, 1.0)
+                grads = jax.tree.map(lambda g: g / denom, g_sum)
+                updates, opt_state = tx.update(grads, state.opt_state, state.params)
+                params = optax.apply_updates(state.params, updates)
+                metrics = {"loss": terms.total / denom, "grad_norm": optax.tree.norm(grads),
+                           "lr": schedule(state.step), "loss_weight": terms.weight,
+                           **report(terms.metrics)}
             new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1,
                                    rng=rng)
             return new_state, metrics
@@ -216,7 +237,7 @@ def make_apply(model_def: ModelDef, fn: Callable, mesh: Mesh, rules,
     micro-batches (no gradient, no update)."""
 
     def apply(params, batch):
-        with sharding_lib.activation_rules(mesh, rules):
+        with sharding_lib.activation_rules(mesh, rules, indivisible="error"):
             model = model_def.merge(params)
             return jax.lax.map(lambda micro: fn(model, micro), batch)
 

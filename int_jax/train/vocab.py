@@ -14,7 +14,13 @@ import jax.numpy as jnp
 
 
 def token_stats(model, hidden, targets, *, chunk_size: int = 512, entropy: bool = False):
-    """Per-token NLL [B, T] (and next-token entropy [B, T]) from final hidden states."""
+    """Per-token NLL [B, T] (and next-token entropy [B, T]) from final hidden states
+    (under the "loss" scope of a profile)."""
+    with jax.named_scope("loss"):
+        return _token_stats(model, hidden, targets, chunk_size, entropy)
+
+
+def _token_stats(model, hidden, targets, chunk_size, entropy):
     b, t, d = hidden.shape
     c = min(chunk_size, t)
     pad = (-t) % c
