@@ -146,3 +146,24 @@ def test_prompts_must_fit_the_samplers_prefill():
     c.grpo.max_prompt_len, c.sampler.max_len = 2000, 4096
     with pytest.raises(ValueError, match=r"config\.grpo\.max_prompt_len=2000 exceeds .*prefill"):
         stage.check_settings(c)
+
+
+def test_a_micro_batch_the_mesh_cannot_split_fails_before_sampling(tmp_path, monkeypatch):
+    """4 rows per micro-batch over 8 devices: named at start, before any sampling."""
+    from int_jax.data.records import Problem, write_records
+    from int_jax.models.sharding import ShardingError
+
+    c = grpo_config("tiny")
+    c.output_dir = str(tmp_path / "out")
+    c.train.eval_every = 0
+    c.data.problems = str(tmp_path / "p.jsonl")
+    write_records(c.data.problems, [Problem(id=f"p{i}", problem=f"What is {i} + 1?", answer=str(i + 1))
+                                    for i in range(4)])
+    c.model.mesh.fsdp = 8
+    assert c.grpo.n * c.grpo.prompts_per_update == 4  # rows per update, one micro-batch
+
+    def no_sampler(*args, **kwargs):
+        raise AssertionError("the sampler was built before the batch layout was checked")
+    monkeypatch.setattr(stage, "build_sampler", no_sampler)
+    with pytest.raises(ShardingError, match="activation_batch of size 4 cannot be split"):
+        stage.run(c)

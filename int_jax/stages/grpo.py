@@ -36,7 +36,7 @@ from int_jax.sampling.settings import SamplerSettings
 from int_jax.stages.common import Context, build_sampler, load_problems
 from int_jax.train import grpo, learner as learner_lib, optim
 from int_jax.train.metrics import MetricsLogger
-from int_jax.train.step import Trainer, check_losses
+from int_jax.train.step import Trainer, batch_sharding, check_losses
 
 log = logging.getLogger("int_jax.stages")
 
@@ -126,25 +126,27 @@ def _train_checkpoint_step(path: Path) -> Path:
 
 def load_start_model(config: ConfigDict, mesh):
     """The weights GRPO starts from: `model.hf_path` (HF folder: a base model or an SFT
-    run's hf/), else `init.orbax_path`, else the preset's random weights."""
+    run's hf/), else `init.orbax_path`, else the preset's random weights. A GRPO row is
+    one right-padded sequence (`learner.pack`), never packed: on GPU `auto` attention
+    can take cuDNN with sequence lengths."""
     m = config.model
     path = str(config.init.get("orbax_path", "") or "")
     if not path:
-        return factory.build_model(m, mesh)
+        return factory.build_model(m, mesh, packed_rows=False)
     folder = Path(path)
     rules = factory.rules_of(m)
     if (folder / "params").is_dir():  # `int-jax convert` (params/ + config.json)
         from int_jax.models import convert  # noqa: PLC0415
 
         return convert.load_orbax(folder, dtype=factory.dtype_of(m.dtype), mesh=mesh,
-                                  rules=rules, **factory.execution_overrides(m))
+                                  rules=rules, **factory.execution_overrides(m, packed=False))
     step_dir = _train_checkpoint_step(folder)
     # A train run's state: only its params are read, into model.preset's architecture.
     import orbax.checkpoint as ocp  # noqa: PLC0415
 
     from int_jax.train.state import ModelDef  # noqa: PLC0415
 
-    model = factory.build_model(m, mesh)
+    model = factory.build_model(m, mesh, packed_rows=False)
     model_def, params = ModelDef.split(model)
     target = {"params": {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=v.sharding)
                          for k, v in params.items()}}
@@ -290,6 +292,10 @@ def run(config: ConfigDict) -> dict:
             log.warning("grpo: %d of %d problems left out: prompt over %d tokens",
                         len(report["too_long"]), report["problems"], lc.max_prompt_len)
         mesh = factory.build_mesh(config.model)
+        # Rows per micro-batch that the mesh's batch axes do not divide are an error now,
+        # not at the first update after a whole step of sampling.
+        batch_sharding(mesh, factory.rules_of(config.model),
+                       (lc.rows_per_update // lc.micro_rows, lc.micro_rows, 1))
         model = load_start_model(config, mesh)
         # The engine keeps its own copy; the trainer then takes the model's arrays.
         sampler = build_sampler(config, ctx.tokenizer, model=model)
