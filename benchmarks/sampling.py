@@ -7,20 +7,20 @@
 For each batch size: greedy decode of `batch` prompts x `new-tokens` tokens
 (no stop tokens, so every request runs to the limit), timed end to end after
 a warm-up call (compilation excluded, reported separately). Prints tokens/s of
-each, the ratio (goal on CPU: >= 2x at batch 32), the engine's compile count
+each, the ratio (goal on CPU: >= 1x at batch 32), the engine's compile count
 and time, and on accelerators the fraction of the HBM roofline (weights + the
-KV-cache window each decode step reads, over --hbm-gbps).
+KV pages each decode step reads, over --hbm-gbps).
 
-The window case (`--window-max-len`, 0 to skip) shows what attending over a
-length-bucketed window of the cache buys: short sequences (prompt + new tokens)
-in a cache sized for long ones, decoded by the same engine attending over the
-whole cache (as before windows existed) and over its decode buckets:
+The mixed case (`--mixed N`, 0 to skip) is the workload paging is for: N prompts whose
+new-token budgets spread evenly from --mixed-min to --mixed-max, all in one call with
+`slots=N` (each sequence frees its pages when it ends; decode reads each sequence's own
+pages only). transformers runs them as one `generate` call to the longest budget (it
+has no per-request lengths); both count only the tokens asked for. Goal on CPU: >= 1.5x
+the windowed engine the paged one replaced (git 0e8ccb0 and before: run this script's
+batches there for that figure).
 
-    python benchmarks/sampling.py --batches "" --no-peer --window-max-len 2048 \\
-        --window-batch 16 --new-tokens 96 --out sampling_window_cpu              # CPU
-    python benchmarks/sampling.py --preset qwen3_4b --dtype bfloat16 --batches "" --no-peer \\
-        --prompt-len 512 --new-tokens 1536 --window-max-len 8192 --window-batch 32 \\
-        --out sampling_window_gpu                                                # GPU
+    python benchmarks/sampling.py --batches "" --mixed 64 --mixed-min 32 --mixed-max 2048  # issue 10
+    python benchmarks/sampling.py --batches "" --mixed 8 --mixed-max 64 --no-peer --out smoke  # smoke
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def main() -> None:
     ap.add_argument("--attention", default="xla")
     ap.add_argument("--hbm-gbps", type=float, default=0.0, help="device HBM bandwidth, for the roofline")
     ap.add_argument("--no-peer", action="store_true")
-    ap.add_argument("--window-max-len", type=int, default=0,
-                    help="window case: KV-cache length (0: skip the case)")
-    ap.add_argument("--window-batch", type=int, default=16)
+    ap.add_argument("--mixed", type=int, default=0, help="mixed case: prompts (0: skip)")
+    ap.add_argument("--mixed-min", type=int, default=32)
+    ap.add_argument("--mixed-max", type=int, default=2048)
     ap.add_argument("--out", default="sampling_cpu")
     args = ap.parse_args()
 
@@ -78,7 +78,8 @@ def main() -> None:
 
     for batch in batches:
         sampler = JetStreamSampler(model, None, slots=batch, max_len=max_len, buckets=(bucket,),
-                                   cache_dtype=dtype, stop_ids=(), progress=False)
+                                   cache_dtype=dtype, stop_ids=(), progress=False,
+                                   **pool_for(cfg, dtype, batch, max_len))
         prompts = [list(rng.randint(0, cfg.vocab_size, args.prompt_len)) for _ in range(batch)]
         t0 = time.perf_counter()
         sampler.generate(prompts, 1, GREEDY, args.new_tokens, seed=0)  # compile + warm up
@@ -107,9 +108,9 @@ def main() -> None:
             run.update(transformers_tok_s=theirs, ratio=ours / theirs)
             line += f"  transformers {theirs:9.1f} tok/s  ratio {ours / theirs:5.2f}x"
         if args.hbm_gbps > 0:
-            # Every decode step reads all weights and its window of the [slots, max_len] cache.
+            # Every decode step reads all weights and each sequence's pages up to its length.
             itemsize = jnp.dtype(dtype).itemsize
-            rows = mean_window(sampler.engine.core.decode_buckets, args.prompt_len, args.new_tokens)
+            rows = args.prompt_len + (args.new_tokens + 1) / 2  # mean length over the steps
             kv = 2 * cfg.num_layers * batch * rows * cfg.num_kv_heads * cfg.head_dim * itemsize
             step_s = secs["ours"] / args.new_tokens
             frac = (cfg.num_params * itemsize + kv) / step_s / (args.hbm_gbps * 1e9)
@@ -120,61 +121,65 @@ def main() -> None:
         data["runs"].append(run)
         del sampler
 
-    if args.window_max_len:
-        data["window"] = window_case(args, model, cfg, dtype, bucket, rng, lines)
+    if args.mixed:
+        data["mixed"] = mixed_case(args, model, cfg, dtype, peer, rng, lines)
     out = common.write_result(args.out, lines, data)
     print(f"wrote {out}")
 
 
-def mean_window(buckets, prompt_len: int, new_tokens: int) -> float:
-    """Cache rows a decode step attends over, averaged over one sequence's steps."""
-    from int_jax.sampling import decode_window
+def pool_for(cfg, dtype, sequences: int, max_len: int, page: int = 16) -> dict:
+    """Sampler settings whose KV pool holds `sequences` whole sequences (plus slack)."""
+    import jax.numpy as jnp
 
-    return sum(decode_window.window_for(prompt_len + i + 1, buckets)
-               for i in range(new_tokens)) / new_tokens
+    token_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(dtype).itemsize
+    pages = sequences * (-(-max_len // page) + 2) + 1
+    return dict(page_size=page, kv_pool_bytes=pages * page * token_bytes)
 
 
-def window_case(args, model, cfg, dtype, bucket, rng, lines) -> dict:
-    """Short sequences in a long cache: whole-cache attention vs decode windows, same run."""
-    from int_jax.sampling import decode_window
+def mixed_case(args, model, cfg, dtype, peer, rng, lines) -> dict:
+    """N prompts with new-token budgets spread from mixed_min to mixed_max, one call."""
+    import numpy as np
+    import torch
+
     from int_jax.sampling.sampler import JetStreamSampler
     from int_jax.sampling.types import GREEDY
 
-    max_len, batch = args.window_max_len, args.window_batch
-    prompts = [list(rng.randint(0, cfg.vocab_size, args.prompt_len)) for _ in range(batch)]
-    variants = {"whole cache": (max_len,), "windows": decode_window.decode_buckets(max_len)}
-    samplers, fns, outputs = {}, {}, {}
-    for name, buckets in variants.items():
-        s = JetStreamSampler(model, None, slots=batch, max_len=max_len, buckets=(bucket,),
-                             cache_dtype=dtype, stop_ids=(), progress=False, decode_buckets=buckets)
-        run = lambda s=s: s.generate(prompts, 1, GREEDY, args.new_tokens, seed=0)  # noqa: E731
-        outputs[name] = [row[0].tokens for row in run()]  # compile + warm up
-        samplers[name], fns[name] = s, run
-    same = outputs["whole cache"] == outputs["windows"]
+    count, low, high = args.mixed, args.mixed_min, args.mixed_max
+    budgets = [int(x) for x in np.linspace(low, high, count).round()]
+    max_len = args.prompt_len + high
+    bucket = 1 << (args.prompt_len - 1).bit_length()
+    prompts = [list(rng.randint(0, cfg.vocab_size, args.prompt_len)) for _ in range(count)]
+    sampler = JetStreamSampler(model, None, slots=count, max_len=max_len, buckets=(bucket,),
+                               cache_dtype=dtype, stop_ids=(), progress=False,
+                               **pool_for(cfg, dtype, count, max_len))
+    run = lambda: sampler.generate(prompts, 1, GREEDY, budgets, seed=0)  # noqa: E731
+    got = run()  # compile + warm up
+    assert [len(row[0].tokens) for row in got] == budgets
+    fns = {"ours": run}
+    if peer is not None:
+        ids = torch.tensor(prompts, device=peer.device)
+
+        def run_peer():
+            with torch.no_grad():
+                peer.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                              max_new_tokens=high, min_new_tokens=high)
+
+        run_peer()
+        fns["transformers"] = run_peer
     secs = common.interleaved(fns, args.repeats)
-    tokens = batch * args.new_tokens
-    tok_s = {name: tokens / secs[name] for name in fns}
-    seq = args.prompt_len + args.new_tokens
-    header = (f"window case: batch {batch}, {seq}-token sequences ({args.prompt_len} + "
-              f"{args.new_tokens}) in a {max_len}-row KV cache, greedy, repeats {args.repeats}")
-    result = dict(batch=batch, max_len=max_len, sequence=seq, same_tokens=same, variants={})
-    lines.append(header)
-    print(header, flush=True)
-    for name, s in samplers.items():
-        rows = mean_window(s.engine.core.decode_buckets, args.prompt_len, args.new_tokens)
-        stats = s.engine.compile_stats
-        line = (f"  {name:<12} buckets {s.engine.core.decode_buckets}: {tok_s[name]:8.1f} tok/s, "
-                f"{rows:.0f} cache rows read per step (compiles {stats.count}, {stats.seconds:.1f}s)")
-        result["variants"][name] = dict(tok_s=tok_s[name], decode_buckets=list(s.engine.core.decode_buckets),
-                                        mean_rows=rows, compile_count=stats.count,
-                                        compile_s=round(stats.seconds, 2))
-        lines.append(line)
-        print(line, flush=True)
-    ratio = tok_s["windows"] / tok_s["whole cache"]
-    result["ratio"] = ratio
-    line = f"  windows / whole cache: {ratio:.2f}x, identical greedy tokens: {same}"
-    lines.append(line)
+    tokens = sum(budgets)
+    stats = sampler.engine.compile_stats
+    result = dict(sequences=count, new_tokens=[low, high], tokens=tokens,
+                  ours_tok_s=tokens / secs["ours"], compile_count=stats.count,
+                  peak_live=sampler.last_run.get("peak_live"), steps=sampler.last_run.get("steps"))
+    line = (f"mixed: {count} sequences, {low}..{high} new tokens ({tokens} in all): ours "
+            f"{result['ours_tok_s']:9.1f} tok/s (steps {result['steps']}, compiles {stats.count})")
+    if "transformers" in secs:
+        theirs = tokens / secs["transformers"]
+        result.update(transformers_tok_s=theirs, ratio=result["ours_tok_s"] / theirs)
+        line += f"  transformers {theirs:9.1f} tok/s  ratio {result['ratio']:5.2f}x"
     print(line, flush=True)
+    lines.append(line)
     return result
 
 

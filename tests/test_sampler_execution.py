@@ -38,12 +38,13 @@ def test_sampler_runs_its_own_dtype_and_kernel_not_the_trainers():
     engine = sampler.engine
     assert {x.dtype for x in jax.tree.leaves(engine.params.state)} == {jnp.dtype(jnp.bfloat16)}
     cfg = engine.core.config
-    assert (cfg.remat, cfg.attention_impl) == (False, "xla")
+    assert cfg.remat in (False, "none") and cfg.attention_impl == "xla"
     assert engine.settings.cache_dtype == "bfloat16"  # auto: the compute dtype
     out = sampler.generate([[1, 2, 3], [4, 5]], n=1, sampling=GREEDY, max_new_tokens=4, seed=0)
     assert [len(r[0].tokens) for r in out] == [4, 4]
     # The trainer's own model still carries its settings and fp32 weights.
-    assert trainer.config.remat and trainer.layers[0].mlp.gate_proj[...].dtype == jnp.float32
+    assert trainer.config.remat in (True, "full")
+    assert trainer.layers[0].mlp.gate_proj[...].dtype == jnp.float32
     # bf16 weights are fp32 ones rounded: the sampler's copy is exactly that rounding.
     gate = engine.params.state["layers"][0]["mlp"]["gate_proj"][...]
     np.testing.assert_array_equal(np.asarray(gate),

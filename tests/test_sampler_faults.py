@@ -1,4 +1,5 @@
-"""Fault behaviour: an engine error mid-generation raises in the caller, never SIGKILLs.
+"""Fault behaviour: an engine error mid-generation raises in the caller, never SIGKILLs,
+and leaves every KV page free for the next call.
 
 Run in a child process so that a regression to JetStream's os.kill(SIGKILL)
 fails this test instead of killing pytest.
@@ -11,9 +12,8 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp
     from int_jax.models import qwen3
-    from int_jax.sampling import jetstream_compat as compat
     from int_jax.sampling.sampler import JetStreamSampler
-    from int_jax.sampling.types import GREEDY
+    from int_jax.sampling.types import GREEDY, SamplerFailure
 
     model = qwen3.create(qwen3.preset("tiny", vocab_size=256))
     s = JetStreamSampler(model, None, slots=2, max_len=32, buckets=(8,), cache_dtype=jnp.float32,
@@ -22,26 +22,31 @@ SCRIPT = textwrap.dedent("""
     good = s.generate(prompts, n=2, sampling=GREEDY, max_new_tokens=4, seed=0)
 
     engine = s.engine
-    real_generate, real_prefill = engine.generate, engine.prefill
+    pages = engine.pages
+    free = pages.free_pages()
+    real_generate, real_prefill = engine.generate, engine.prefill_admitted
     calls = {"n": 0}
     def failing_generate(params, state, sampler=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise FloatingPointError("injected decode failure")
         return real_generate(params, state)
-    for name, fake in [("generate", failing_generate),
-                       ("prefill", lambda **kw: (_ for _ in ()).throw(MemoryError("injected prefill failure")))]:
+    def failing_prefill(params, admitted):
+        raise MemoryError("injected prefill failure")
+    for name, fake in [("generate", failing_generate), ("prefill_admitted", failing_prefill)]:
         setattr(engine, name, fake)
         try:
             s.generate(prompts, n=2, sampling=GREEDY, max_new_tokens=4, seed=0)
-        except compat.DriverFailure as e:
+        except SamplerFailure as e:
             cause = e.__cause__
             assert cause is not None and "injected" in str(cause), e
             assert cause.__traceback__ is not None
             print("RAISED", type(cause).__name__)
         else:
             raise AssertionError("generate did not raise")
-        setattr(engine, name, {"generate": real_generate, "prefill": real_prefill}[name])
+        # Every page and row is given back, even though the run never finished.
+        assert pages.free_pages() == free and pages.pages_in_use() == 0 and not pages.bound
+        setattr(engine, name, {"generate": real_generate, "prefill_admitted": real_prefill}[name])
 
     again = s.generate(prompts, n=2, sampling=GREEDY, max_new_tokens=4, seed=0)
     assert [[c.tokens for c in r] for r in again] == [[c.tokens for c in r] for r in good]

@@ -39,7 +39,12 @@ def test_settings_are_frozen_checked_and_normalised():
     assert s.rules == (("embed", None), ("mlp", ("tensor",)))
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.slots = 3
-    assert SamplerSettings(max_len=64, max_prefill_length=1024).prefill_buckets == (16, 32, 64)
+    short = SamplerSettings(max_len=64, prefill_chunk=1024)
+    assert short.prefill_buckets == (16, 32, 64) and short.longest_prompt == 63
+    chunked = SamplerSettings(max_len=4096, prefill_chunk=256, max_prefill_length=3000)
+    assert chunked.prefill_buckets[-1] == 256 and chunked.longest_prompt == 3000
+    with pytest.raises(ValueError, match="leaves no room"):
+        SamplerSettings(max_len=64, max_prefill_length=64)
     with pytest.raises(ValueError, match="largest prefill bucket 128 exceeds max_len 64"):
         SamplerSettings(max_len=64, buckets=(128,))
     with pytest.raises(ValueError, match="sampler.slots=0"):

@@ -1,13 +1,13 @@
 """The sampler on a data=2 x fsdp=2 x tensor=2 mesh of the 8 emulated CPU devices.
 
-Slots are split over data x fsdp and KV heads over tensor, so every decode
-step runs partitioned (over cache windows of 16 and 32 rows). Its greedy tokens
-and logprobs must equal the single-device sampler's; the KV cache the Driver
-steps must really be split 8 ways. Weights use the sampler's own layout
-(`sampler.rules`: `embed` unsplit, so each fsdp device holds whole weights
-split over tensor only and a step all-gathers no weight shards) while the
-trainer's model keeps its fsdp layout; weights arriving in a trainer's layout
-(fsdp=8) must be moved onto the sampler's device to device, without recompiling.
+Decode rows and the KV pool's pages are split over data x fsdp and KV heads over
+tensor, so every decode step runs partitioned (each row reads pages of its own shard).
+Its greedy tokens and logprobs must equal the single-device sampler's; the pool the
+engine steps must really be split 8 ways. Weights use the sampler's own layout
+(`sampler.rules`: `embed` unsplit, so each fsdp device holds whole weights split over
+tensor only and a step all-gathers no weight shards) while the trainer's model keeps
+its fsdp layout; weights arriving in a trainer's layout (fsdp=8) must be moved onto
+the sampler's device to device, without recompiling.
 """
 
 import re
@@ -35,14 +35,15 @@ PROMPTS = [[5, 17, 3], list(range(40, 49)), list(range(100, 116)), [7, 7, 8, 9, 
            list(range(200, 212)), [1]]
 MAX_NEW = 6
 SLOTS, MAX_LEN, BUCKETS = 4, 32, (16,)
-CACHE_SPEC = P(None, ("data", "fsdp"), None, "tensor", None)
+POOL_SPEC = P("tensor", ("data", "fsdp"), None, None)  # [kv_heads, pages, page, head_dim]
+POOL_BYTES = 1 << 18  # per device: 64 pages of 16 tokens
 TRAINER_GATE_SPEC, SAMPLER_GATE_SPEC = P("fsdp", "tensor"), P(None, "tensor")
 
 
 def _sampler_cfg():
     return ConfigDict(dict(slots=SLOTS, max_len=MAX_LEN, buckets=BUCKETS, cache_dtype="float32",
                            stop_ids=(), progress=False, stall_timeout_s=120.0, use_tokenizer=False,
-                           decode_buckets=(16, MAX_LEN), rules=layout.SAMPLER_RULE_OVERRIDES))
+                           kv_pool_bytes=POOL_BYTES, rules=layout.SAMPLER_RULE_OVERRIDES))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def samplers():
     assert jax.device_count() == 8, "conftest sets 8 emulated CPU devices"
     single = JetStreamSampler(qwen3.create(CFG, seed=1), None, slots=SLOTS, max_len=MAX_LEN,
                               buckets=BUCKETS, cache_dtype=jnp.float32, stop_ids=(),
-                              progress=False, stall_timeout_s=120)
+                              progress=False, stall_timeout_s=120, kv_pool_bytes=POOL_BYTES)
     # The sharded sampler comes from configs, as stages build it: the mesh is config data.
     model_cfg = model_config("tiny")
     model_cfg.mesh = ConfigDict(dict(data=2, fsdp=2, tensor=2))
@@ -79,14 +80,15 @@ def _same_completions(a, b, model, temperature=1.0):
 
 
 def _record_decode_state(engine, seen):
-    """Wrap the engine's generate so the test sees the state the Driver really steps."""
+    """Wrap the engine's generate so the test sees the pool and state it really steps."""
     real = engine.generate
 
     def generate(params, decode_state, sampler=None):
+        before = engine.core.pool.k[0].sharding
         new_state, rows = real(params, decode_state)
-        seen.append((decode_state.cache.k.sharding, new_state.cache.k.sharding,
-                     new_state.cache.v.sharding, new_state.token.sharding,
-                     [s.data.shape for s in new_state.cache.k.addressable_shards]))
+        pool = engine.core.pool
+        seen.append((before, pool.k[-1].sharding, pool.v[0].sharding, new_state.token.sharding,
+                     new_state.page_table.sharding, [s.data.shape for s in pool.k[0].addressable_shards]))
         return new_state, rows
 
     engine.generate = generate
@@ -109,14 +111,15 @@ def test_sharded_sampler_equals_single_device_and_cache_is_split(samplers):
         assert ref_s[0][0].tokens != ref_s[0][1].tokens  # the two samples really differ
     finally:
         del sharded.engine.generate  # back to the class method
-    assert seen, "the Driver never stepped the engine"
+    assert seen, "the sampler never stepped the engine"
     c = CFG
-    for k_in, k_out, v_out, token, shard_shapes in seen:
-        assert k_in.spec == k_out.spec == v_out.spec == CACHE_SPEC
-        assert token.spec == P(("data", "fsdp"))
-        # 4 slots over data x fsdp = 4, 2 KV heads over tensor = 2: 8 distinct pieces.
-        assert shard_shapes == [(c.num_layers, 1, MAX_LEN, 1, c.head_dim)] * 8
-    assert sharded.engine.core._step._cache_size() == 2  # steps over 16 and 32 cache rows ran
+    pages = sharded.engine.core.layout.pages_per_shard
+    for k_in, k_out, v_out, token, table, shard_shapes in seen:
+        assert k_in.spec == k_out.spec == v_out.spec == POOL_SPEC
+        assert token.spec == P(("data", "fsdp")) and table.spec == P(("data", "fsdp"), None)
+        # 4 page shards over data x fsdp, 2 KV heads over tensor: 8 distinct pieces.
+        assert shard_shapes == [(1, pages, 16, c.head_dim)] * 8
+    assert sharded.engine.core._step._cache_size() == 1  # one decode step, whatever the lengths
 
 
 def _gate(state):
@@ -135,7 +138,8 @@ def test_sampler_layout_is_its_own_and_its_step_gathers_no_weights(samplers):
     assert engine.core.rules == layout.sampler_rules(None)
 
     def gathered_shapes(c, params):
-        text = c._step.lower(params, c.init_state(), MAX_LEN).compile().as_text()
+        none = np.full(SLOTS, -1, np.int32)
+        text = c._step.lower(params, c.pool, c.init_state(), none, none).compile().as_text()
         return [tuple(int(d) for d in dims.split(",") if d)
                 for dims in re.findall(r"= \w+\[([\d,]*)\]\S* all-gather\(", text)]
 
@@ -145,7 +149,7 @@ def test_sampler_layout_is_its_own_and_its_step_gathers_no_weights(samplers):
     assert not [s for s in gathered_shapes(core, engine.params.state) if hidden in s]
     fsdp_core = decode_lib.DecodeCore(trainer, slots=SLOTS, max_len=MAX_LEN, buckets=BUCKETS,
                                       cache_dtype=jnp.float32, mesh=engine.mesh,
-                                      rules=sharding.DEFAULT_RULES, decode_buckets=(MAX_LEN,))
+                                      rules=sharding.DEFAULT_RULES, kv_pool_bytes=POOL_BYTES)
     assert [s for s in gathered_shapes(fsdp_core, nnx.split(trainer)[1]) if hidden in s]
 
 

@@ -1,4 +1,6 @@
-"""Attention kernels behind one signature, chosen by `Qwen3Config.attention_impl`.
+"""Attention kernels, chosen by name: dense ones behind one signature (`KERNELS`,
+`Qwen3Config.attention_impl`) and paged decode ones (`PAGED_KERNELS`, the sampler's
+`decode_kernel`; see paged_attention.py).
 
 Masks are never passed as [T, S] arrays. Each kernel gets *index vectors* and
 builds the mask itself (block by block for the chunked kernel), so a 16k-token
@@ -177,12 +179,14 @@ def get_kernel(name: str, *, chunk_size: int = 512, decoding: bool = False):
     serves any query index)."""
     if name == "auto" and decoding:
         name = "flash"
+    return _lookup(KERNELS, name, "attention_impl")(chunk_size)
+
+
+def _lookup(table: dict, name: str, what: str):
     try:
-        factory = KERNELS[name]
+        return table[name]
     except KeyError:
-        raise ValueError(
-            f"unknown attention_impl {name!r}; choose one of {sorted(KERNELS)}") from None
-    return factory(chunk_size)
+        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(table)}") from None
 
 
 # --------------------------------------------------------------------------- auto
@@ -220,3 +224,35 @@ def auto_attention(q, k, v, q_index, q_segment, kv_segment, *, chunk_size=512):
     platform = active[0].devices.flat[0].platform if active else jax.default_backend()
     name = choose_kernel(platform, packed=True, dtype=q.dtype)
     return get_kernel(name, chunk_size=chunk_size)(q, k, v, q_index, q_segment, kv_segment)
+
+
+# --------------------------------------------------------------------------- paged decode
+
+
+def _paged(name):
+    def factory(interpret):
+        from int_jax.models import paged_attention  # noqa: PLC0415 - Pallas imports lazily
+
+        kernel = getattr(paged_attention, f"paged_{name}")
+        if name.startswith("pallas"):
+            return functools.partial(kernel, interpret=interpret)
+        return kernel
+
+    return factory
+
+
+# Decode attention over a paged KV cache (see paged_attention.py for the signature):
+# config name -> factory(interpret) -> kernel. `interpret` runs a Pallas kernel in
+# Pallas's interpreter (how the tests check them on CPU).
+PAGED_KERNELS = {
+    "reference": _paged("reference"),  # gather every table page: the test oracle
+    "blocked": _paged("blocked"),  # online softmax over page blocks: the CPU default
+    "pallas_gpu": _paged("pallas_gpu"),  # jax.experimental.pallas.ops.gpu.paged_attention
+    "pallas_tpu": _paged("pallas_tpu"),  # jax.experimental.pallas.ops.tpu.paged_attention
+}
+
+
+def get_paged_kernel(name: str, *, interpret: bool = False):
+    """Look up a paged decode kernel by config name (the sampler's `decode_kernel`;
+    `auto` is resolved per backend by its settings); unknown names are an error."""
+    return _lookup(PAGED_KERNELS, name, "paged attention kernel")(interpret)

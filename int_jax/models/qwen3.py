@@ -15,7 +15,7 @@ One forward serves training, parity tests and KV-cache decoding:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import flax.struct
 import jax
@@ -227,6 +227,15 @@ class KVCache:
         return self.k.shape[2]
 
 
+class CacheAt(NamedTuple):
+    """A cache object bound to one layer. The object (the sampler's paged KV views) has
+    `attend(layer, q, k, v) -> (out [B, T, H, D], updated object)`: it stores the new
+    keys and values itself and attends with its own kernel and masks."""
+
+    cache: Any
+    layer: int
+
+
 # --------------------------------------------------------------------------- layers
 
 
@@ -295,6 +304,9 @@ class Attention(nnx.Module):
         q = checkpoint_name(rope(self.q_norm(q), positions, self.cfg.rope_theta), "query")
         k = checkpoint_name(rope(self.k_norm(k), positions, self.cfg.rope_theta), "key")
         v = checkpoint_name(v, "value")
+        if isinstance(cache_kv, CacheAt):
+            out, updated = cache_kv.cache.attend(cache_kv.layer, q, k, v)
+            return jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(dt)), updated
         updated = None
         if cache_kv is not None:
             k_all, v_all, layer = cache_kv
@@ -418,6 +430,14 @@ class Qwen3(nnx.Module):
             apply = nnx.remat(apply, prevent_cse=not cfg.scan_layers,
                               policy=remat_policy(cfg.remat, cfg.remat_names))
 
+        if cache is not None and not isinstance(cache, KVCache):  # a cache object (CacheAt)
+            if cfg.scan_layers:
+                raise NotImplementedError("cache objects (the sampler's paged KV) run unrolled "
+                                          "layers; build the model with scan_layers=False")
+            for i, layer in enumerate(self.layers):
+                x, cache = apply(layer, x, CacheAt(cache, i))
+            return x, cache
+
         if cfg.scan_layers:
             if cache is None:
                 return _scan_no_cache(self.layers, x, apply), None
@@ -498,6 +518,13 @@ class Qwen3(nnx.Module):
         x = self.embed(input_ids)
         x, new_cache = self._run_layers(x, positions, positions, q_segment, kv_segment, cache)
         return self.norm(x), new_cache
+
+    def cached_hidden(self, input_ids, positions, cache):
+        """Final-normed hidden states of new tokens through a cache object (see `CacheAt`:
+        it stores their keys and values and attends); returns (hidden, updated object)."""
+        x = self.embed(input_ids)
+        x, cache = self._run_layers(x, positions.astype(jnp.int32), None, None, None, cache)
+        return self.norm(x), cache
 
 
 def _scan_no_cache(stack, x, apply):

@@ -1,10 +1,18 @@
-"""A JetStream `Engine` over the Qwen3 decoding core.
+"""A JetStream `Engine` over the Qwen3 decoding core and its paged KV cache.
 
-JetStream's Driver owns scheduling (prefill queue, free slots, continuous
-batching); this class owns the device work: bucketed prefill, insert, one
-decode step for all slots, sampling. It follows the 0.2.2 or the 0.3.0
-contract as `jetstream_compat` detects (or as `api_version` says: tests drive
-the 0.3.0 contract by hand while PyPI only has 0.2.2).
+This class owns the device work (chunked and batched prefill into pages, insert, one
+decode step for all rows, sampling) and the host bookkeeping of the pages
+(`pages.PageManager`): which pages each prompt and sequence holds, admission by
+memory, the prompt cache, slots mapped to rows. It follows the 0.2.2 or the 0.3.0
+contract as `jetstream_compat` detects (or as `api_version` says: tests drive the
+0.3.0 contract by hand while PyPI only has 0.2.2).
+
+Two schedulers drive it through the same methods. JetStream's Driver (`int-jax serve`)
+admits by free slots only; here its prefill thread waits inside `prefill` until the
+pool has room for the request's pages (a finished sequence frees them). The sampler
+(`sampler.py`) schedules itself over the same methods plus `admit` / `prefill_admitted`,
+which add what the Driver lacks: several short prompts in one prefill call and
+admission that never blocks a thread.
 
 Side channels JetStream lacks:
 * per-request sampling settings, seed, `max_new_tokens` and a tag come from the
@@ -13,19 +21,18 @@ Side channels JetStream lacks:
 * every step's rows (token, log-probabilities, finish code, tag) reach
   `self.listener` when JetStream copies them to host.
 
-Identical prompts are prefilled once: a small LRU cache maps a prompt (and
-the weights version) to its KV and last logits, so n samples or 32
-continuations of one prefix cost one prefill and n cheap first-token draws.
+Identical prompts are prefilled once: the prompt cache keeps a prompt's pages (and
+last logits) by reference, so n samples or 32 continuations of one prefix cost one
+prefill and n first-token draws; it is bounded in entries and its pages are the
+first reclaimed when the pool runs short.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import itertools
-import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +45,7 @@ from int_jax.models.qwen3 import Qwen3
 from int_jax.sampling import decode as decode_lib
 from int_jax.sampling import jetstream_compat as compat
 from int_jax.sampling import layout, reshard
+from int_jax.sampling import pages as pages_lib
 from int_jax.sampling.settings import SamplerSettings
 from int_jax.sampling.types import GREEDY, SamplingParams
 
@@ -63,6 +71,18 @@ class RequestSpec:
     key: np.ndarray  # uint32 [2]
 
 
+@dataclasses.dataclass
+class Prefix:
+    """One prefilled sample, ready to insert: its first token and settings on device,
+    and its claim on the pool (rows and pages, `pages.Hold`). Not a pytree: JetStream
+    frees nothing of it; insert takes over its pages."""
+
+    first: decode_lib.First
+    hold: pages_lib.Hold
+    tag: int
+    first_token: int | None = None  # on host when known (the 0.3.0 first-token rows)
+
+
 class ParamsRef:
     """The weights the Driver hands back to every engine call; swapped in place."""
 
@@ -71,39 +91,8 @@ class ParamsRef:
         self.version = 0
 
 
-class _PrefixCache:
-    """LRU of prompt -> (KV, last logits), for one weights version at a time."""
-
-    def __init__(self, entries: int):
-        self.entries = int(entries)
-        self._data: collections.OrderedDict = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key):
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return self._data[key]
-            self.misses += 1
-            return None
-
-    def put(self, key, value):
-        if self.entries <= 0:
-            return
-        with self._lock:
-            self._data[key] = value
-            while len(self._data) > self.entries:
-                self._data.popitem(last=False)
-
-    def clear(self):
-        with self._lock:
-            self._data.clear()
-
-
 class Qwen3Engine(engine_api.Engine):
-    """JetStream engine: slots x max_len KV cache, power-of-two prefill buckets.
+    """JetStream engine: `slots` decode rows over a paged KV pool sized in bytes.
 
     `settings` (or keyword fields building one) says how; `model_rules` are the
     model's sharding rules, under the sampler's overrides (`settings.rules`, see
@@ -114,8 +103,10 @@ class Qwen3Engine(engine_api.Engine):
                  default_sampling: SamplingParams = GREEDY, default_max_new_tokens: int = 256,
                  seed: int = 0, tokenizer=None, tokenizer_path: str = "",
                  mesh: Mesh | None = None, model_rules=None,
-                 api_version: tuple[int, int] | None = None, **fields):
+                 api_version: tuple[int, int] | None = None, interpret: bool = False,
+                 **fields):
         settings = (settings or SamplerSettings()).replace(**fields)
+        settings = settings.resolve(layout.platform_of(mesh))  # no `auto` left
         self.settings = settings
         self.api_version = tuple(api_version or compat.API_VERSION)
         if self.api_version not in ((0, 2), (0, 3)):
@@ -123,8 +114,6 @@ class Qwen3Engine(engine_api.Engine):
         # 0.3.0: prefill returns the first token, so decode steps emit what they sample.
         self.prefill_returns_first_token = self.api_version >= (0, 3)
         rules = layout.sampler_rules(model_rules, settings.rules)
-        self.core = decode_lib.DecodeCore(model, settings, lagged=not self.prefill_returns_first_token,
-                                          mesh=mesh, rules=rules)
         self.config = model.config
         self.stop_ids = settings.stop_ids
         self.pad_id = settings.pad_id
@@ -135,8 +124,9 @@ class Qwen3Engine(engine_api.Engine):
         self._tokenizer_path = tokenizer_path
         self._mesh = mesh
         self._rules = tuple(rules)
-        self.settings = self.core.settings  # resolved for this backend: no `auto` left
-        _, like = nnx.split(self.core.abstract_model)  # the sampler's shapes and dtypes
+        # The weights first (the sampler's dtypes and layout), then the pool: on an
+        # accelerator it takes what memory the weights leave.
+        _, like = nnx.split(layout.sampler_model(model, settings))
         if mesh is None:
             one = SingleDeviceSharding(jax.devices()[0])
             self._param_shardings = [one] * len(jax.tree.leaves(like))
@@ -144,7 +134,13 @@ class Qwen3Engine(engine_api.Engine):
             self._param_shardings = jax.tree.leaves(
                 sharding_lib.state_shardings(like, mesh, self._rules))
         self.params = ParamsRef(self._place(like, nnx.split(model)[1]))
-        self._prefix_cache = _PrefixCache(settings.prefix_cache_entries)
+        self.core = decode_lib.DecodeCore(model, settings, lagged=not self.prefill_returns_first_token,
+                                          mesh=mesh, rules=rules, interpret=interpret)
+        lay = self.core.layout
+        self.pages = pages_lib.PageManager(
+            shards=lay.shards, pages_per_shard=lay.pages_per_shard, page_size=lay.page_size,
+            slots=settings.slots, max_len=settings.max_len,
+            cache_entries=settings.prefix_cache_entries)
         self._tags = itertools.count(1 << 24)  # unbound requests (gRPC); rollouts use 0..N
         # Receives every step's host rows (numpy int32 [rows, decode.OUT_WIDTH]).
         self.listener: Callable[[np.ndarray], None] | None = None
@@ -194,7 +190,7 @@ class Qwen3Engine(engine_api.Engine):
         """
         if isinstance(params, nnx.Module):
             _, params = nnx.split(params)
-        self._prefix_cache.clear()  # KV of the old weights
+        self.pages.forget_cache()  # keys and values of the old weights
         self.params.state = self._place(self.params.state, params, free_old=True)
         self.params.version += 1
 
@@ -203,7 +199,14 @@ class Qwen3Engine(engine_api.Engine):
     def check_prompt_length(self, length: int) -> None:
         if length <= 0:
             raise ValueError("empty prompt: at least one token is needed")
-        decode_lib.bucket_for(length, self.core.buckets)
+        self.core.check_length(length)
+
+    def check_request(self, length: int, max_new_tokens: int) -> None:
+        """A clear error now for a request that could never run (a prompt too long for
+        the settings, or more pages than an empty pool has), not a wait that never ends.
+        (New tokens past sampler.max_len are not an error here: a sequence stops there.)"""
+        self.check_prompt_length(length)
+        self.pages.check_fits(length, max_new_tokens)
 
     def pad_prompt(self, ids) -> tuple[np.ndarray, int]:
         # Pad with id 0, not pad_id: any in-vocabulary id works (padding is
@@ -215,6 +218,78 @@ class Qwen3Engine(engine_api.Engine):
         if self._tokenizer is None:
             return compat.IdTokenizer(self.stop_ids, self.pad_id)
         return compat.HFTokenizer(self._tokenizer, self.stop_ids, self.pad_id)
+
+    # -- prefill: admission, pages, first tokens --------------------------------------
+
+    def _state_version(self, params):
+        ref = params if isinstance(params, ParamsRef) else None
+        return (ref.state, ref.version) if ref else (params, -1)
+
+    def prompt_key(self, ids, version: int | None = None):
+        """What identifies a prompt in the prompt cache (with the weights' version)."""
+        version = self.params.version if version is None else version
+        return version, np.asarray(ids, np.int32).tobytes()
+
+    def admit(self, ids, max_new_tokens: int, n: int = 1, *, block: bool = False,
+              min_n: int = 1, version: int | None = None):
+        """Claim decode rows and KV pages for up to `n` samples of prompt `ids` (see
+        `pages.PageManager.admit`); None when they do not fit now and `block` is False."""
+        self.check_request(len(ids), max_new_tokens)
+        return self.pages.admit(self.prompt_key(ids, version), len(ids), int(max_new_tokens), n,
+                                block=block, min_n=min_n)
+
+    def prefill_admitted(self, params, admitted: Sequence[tuple[Sequence[int], list, Any]]) -> list:
+        """Prefill the admitted prompts that need it (several per call), copy the prompts
+        admitted into other shards, and return each prompt's last logits.
+        admitted: (ids, holds, logits) as `admit` returned them."""
+        state, version = self._state_version(params)
+        todo = [i for i, (_, _, logits) in enumerate(admitted) if logits is None]
+        out = [logits for _, _, logits in admitted]
+        try:
+            fresh = self.core.prefill(state, [(np.asarray(admitted[i][0], np.int32),
+                                               admitted[i][1][0].pages) for i in todo])
+            done = {}
+            for i, logits in zip(todo, fresh):
+                key = self.prompt_key(admitted[i][0], version)
+                self.pages.remember(key, logits)
+                done[key] = out[i] = logits
+            copies = []
+            for i, (_, holds, logits) in enumerate(admitted):
+                if isinstance(logits, pages_lib.Pending):
+                    out[i] = done[logits.key]  # prefilled in this call
+                if holds[0].source is not None:
+                    copies += zip(holds[0].source, holds[0].pages)
+            self.core.copy_pages(copies)
+            for _, holds, _ in admitted:
+                for hold in holds:
+                    self.pages.copied(hold)
+        except BaseException:
+            for _, holds, _ in admitted:
+                for hold in holds:
+                    self.pages.release(hold)
+            self.pages.drop_pending()
+            raise
+        return out
+
+    def make_prefixes(self, logits, holds, samples: Sequence[tuple[int, np.ndarray]],
+                      sampling: SamplingParams, max_new_tokens: int) -> list[Prefix]:
+        """Draw each sample's first token (its own key) from the prompt's logits."""
+        s = sampling
+        out = []
+        for hold, (tag, key) in zip(holds, samples):
+            tok, lp, mlp = self.core.draw(logits, key, s.temperature, s.top_p, s.top_k)
+            first = decode_lib.First(
+                length=jnp.int32(hold.length), token=tok, logprob=lp, model_logprob=mlp,
+                key=jnp.asarray(key, jnp.uint32), temperature=jnp.float32(s.temperature),
+                top_p=jnp.float32(s.top_p), top_k=jnp.int32(s.top_k),
+                max_new=jnp.int32(max_new_tokens), tag=jnp.int32(tag))
+            out.append(Prefix(first=first, hold=hold, tag=int(tag)))
+        return out
+
+    def release(self, prefixes: Sequence[Prefix]) -> None:
+        """Give back prefixes that will not be inserted."""
+        for p in prefixes:
+            self.pages.release(p.hold)
 
     # -- JetStream Engine API --------------------------------------------------------
 
@@ -231,48 +306,42 @@ class Qwen3Engine(engine_api.Engine):
         return RequestSpec(tag=tag, sampling=self.default_sampling, max_new_tokens=int(max_new),
                            key=request_key(self.seed, tag))
 
-    def _prompt_kv(self, state, version, padded, length):
-        key = (version, padded.shape[-1], padded.reshape(-1)[:length].tobytes())
-        hit = self._prefix_cache.get(key)
-        if hit is not None:
-            return hit, True
-        kv, logits = self.core.prefill(state, padded, length)
-        self._prefix_cache.put(key, (kv, logits))
-        return (kv, logits), self._prefix_cache.entries > 0
-
     def _prefill(self, params, padded_tokens, true_length, num_samples: int | None,
                  want_rows: bool):
-        ref = params if isinstance(params, ParamsRef) else None
-        state, version = (ref.state, ref.version) if ref else (params, -1)
-        padded = np.asarray(padded_tokens, np.int32).reshape(-1)
-        length = int(true_length)
+        """JetStream's prefill: waits (this is the Driver's prefill thread) until the
+        pool holds the request, then prefills (or shares a cached prompt)."""
+        _, version = self._state_version(params)
+        ids = np.asarray(padded_tokens, np.int32).reshape(-1)[:int(true_length)]
         if num_samples is not None and int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        spec = self._spec(1 if num_samples is None else int(num_samples))
-        (kv, logits), shared = self._prompt_kv(state, version, padded, length)
-        s = spec.sampling
         n = 1 if num_samples is None else int(num_samples)
-        draws = []
-        for i in range(n):
-            key = spec.key if num_samples is None else request_key(int(spec.key[0]), i)
-            tok, lp, mlp = self.core.draw(logits, key, s.temperature, s.top_p, s.top_k)
-            draws.append((tok, lp, mlp, key))
-
-        def pack(i):
-            tok, lp, mlp, key = draws[i]
-            return decode_lib.Prefix(
-                kv=kv, length=jnp.int32(length), token=tok, logprob=lp, model_logprob=mlp,
-                key=jnp.asarray(key, jnp.uint32), temperature=jnp.float32(s.temperature),
-                top_p=jnp.float32(s.top_p), top_k=jnp.int32(s.top_k),
-                max_new=jnp.int32(spec.max_new_tokens), tag=jnp.int32(spec.tag + i),
-                shared_kv=shared or n > 1)
-
-        prefixes = [pack(i) for i in range(n)]
-        # 0.2.2 never sees first-token rows: skip their host copy (a sync per prefill).
-        rows = self._first_rows(prefixes) if want_rows else None
+        spec = self._spec(n)
+        admitted = []
+        try:  # n samples in as many shards as their rows need (copies of one prefill)
+            while sum(len(h) for _, h, _ in admitted) < n:
+                left = n - sum(len(h) for _, h, _ in admitted)
+                holds, logits = self.admit(ids, spec.max_new_tokens, left, block=True,
+                                           version=version)
+                admitted.append((ids, holds, logits))
+            all_logits = self.prefill_admitted(params, admitted)
+            prefixes, tag = [], spec.tag
+            for (_, holds, _), logits in zip(admitted, all_logits):
+                samples = [(tag + i, spec.key if num_samples is None
+                            else request_key(int(spec.key[0]), tag - spec.tag + i))
+                           for i in range(len(holds))]
+                prefixes += self.make_prefixes(logits, holds, samples, spec.sampling,
+                                               spec.max_new_tokens)
+                tag += len(holds)
+            # 0.2.2 never sees first-token rows: skip their host copy (a sync per prefill).
+            rows = self.first_rows(prefixes) if want_rows else None
+        except BaseException:
+            for _, holds, _ in admitted:
+                for hold in holds:
+                    self.pages.release(hold)
+            raise
         return prefixes, rows
 
-    def _first_rows(self, prefixes):
+    def first_rows(self, prefixes):
         """The first generated token of each prefix as step rows (0.3.0 returns these).
 
         All n rows form one "slot" (samples_per_slot = n): 0.3.0's detokenizer
@@ -280,20 +349,20 @@ class Qwen3Engine(engine_api.Engine):
         the request's return channel, not only the first sample's.
         """
         rows = np.zeros((len(prefixes), decode_lib.OUT_WIDTH), np.int32)
-        host = jax.device_get([(p.token, p.logprob, p.model_logprob, p.length, p.max_new, p.tag)
+        host = jax.device_get([(p.first.token, p.first.logprob, p.first.model_logprob)
                                for p in prefixes])
-        for r, (tok, lp, mlp, length, max_new, tag) in enumerate(host):
-            rows[r] = (tok, 1, 1, tag, np.float32(lp).view(np.int32),
+        for r, (p, (tok, lp, mlp)) in enumerate(zip(prefixes, host)):
+            p.first_token = int(tok)
+            rows[r] = (tok, 1, 1, p.tag, np.float32(lp).view(np.int32),
                        np.float32(mlp).view(np.int32),
-                       self.core.first_token_finish(int(tok), int(length), int(max_new)),
-                       0)  # OUT_WINDOW_MISS: prefill attends over the whole prompt
+                       self.core.first_token_finish(int(tok), p.hold.length, p.hold.max_new))
         return compat.step_rows(rows, self.listener, samples_per_slot=len(prefixes))
 
     def prefill(self, *, params, existing_prefix=None, padded_tokens, true_length,
                 sampler=None, request_id=None):
         if existing_prefix is not None:
-            raise NotImplementedError("existing_prefix: identical prompts share KV through the "
-                                      "engine's prefix cache instead")
+            raise NotImplementedError("existing_prefix: identical prompts share pages through "
+                                      "the engine's prompt cache instead")
         prefixes, rows = self._prefill(params, padded_tokens, true_length, None,
                                        want_rows=self.prefill_returns_first_token)
         if self.prefill_returns_first_token:
@@ -311,8 +380,20 @@ class Qwen3Engine(engine_api.Engine):
                                       f"follows {self.api_version}")
         return self._prefill(params, padded_tokens, true_length, num_samples, want_rows=True)
 
-    def insert(self, prefix, decode_state, slot: int, request_id=None):
-        return self.core.insert(decode_state, prefix, int(slot))
+    def insert(self, prefix: Prefix, decode_state, slot: int, request_id=None):
+        """Bind `slot` to a row of the prefix's shard; give it the prompt's pages (a copy
+        of the shared partial last page) and the first token."""
+        live = True
+        if not self.core.lagged:  # 0.3.0: the first token may have finished the request
+            token = prefix.first_token
+            if token is None:
+                token = int(jax.device_get(prefix.first.token))
+            live = self.core.first_token_finish(token, prefix.hold.length,
+                                                prefix.hold.max_new) == decode_lib.FINISH_NONE
+        row, pages, copies = self.pages.insert(prefix.hold, int(slot), prefix.tag, live=live)
+        self.core.copy_pages(copies)
+        table = self.core.null_table(pages, prefix.hold.shard, self.core.table_width)
+        return self.core.insert(decode_state, prefix.first, row, table)
 
     def bulk_insert(self, prefix, decode_state, slots: list[int]):
         """Insert the prefixes of `prefill_multisampling`, one per slot, in order."""
@@ -326,23 +407,33 @@ class Qwen3Engine(engine_api.Engine):
         if len(set(slots)) != len(slots):
             raise ValueError(f"bulk_insert: repeated slots {slots}")
         for p, slot in zip(prefixes, slots):
-            decode_state = self.core.insert(decode_state, p, int(slot))
+            decode_state = self.insert(p, decode_state, slot)
         return decode_state
 
     def free_resource(self, slot: int) -> Any:
-        return None
+        return None  # a sequence's pages are freed when its finish row reaches the host
 
     def generate(self, params, decode_state, sampler=None):
         state = params.state if isinstance(params, ParamsRef) else params
-        decode_state, out = self.core.step(state, decode_state)
-        return decode_state, compat.step_rows(out, functools.partial(self._rows_to_host, self.listener))
+        new_pages, new_index = self.pages.grow()
+        order = self.pages.order()
+        decode_state, out = self.core.step(state, decode_state, new_pages, new_index)
+        return decode_state, compat.step_rows(
+            out, functools.partial(self._rows_to_host, self.listener), order=order)
 
     def _rows_to_host(self, listener, rows: np.ndarray) -> None:
-        """A step's rows reached the host: finished slots stop widening the decode
-        window (a window error raises here, in the Driver's thread), then the listener."""
-        self.core.observe_rows(rows)
+        """A step's rows reached the host: finished rows give their pages back, then the
+        listener sees them (rows in row order; JetStream reads them in slot order)."""
+        _, valid, _, tags, _, _, finish = decode_lib.unpack_rows(rows)
+        for row in np.nonzero(valid & (finish != decode_lib.FINISH_NONE))[0]:
+            self.pages.finished(int(row), int(tags[row]))
         if listener is not None:
             listener(rows)
+
+    def release_all(self) -> dict:
+        """Forget every page holder (the end of a run, or after a failure): all pages
+        free again. Returns what was still held outside the prompt cache."""
+        return self.pages.reset()
 
     def load_params(self, *args, **kwargs):
         return self.params
@@ -357,6 +448,7 @@ class Qwen3Engine(engine_api.Engine):
         return self.tokenizer_adapter()
 
     def init_decode_state(self, *args, **kwargs):
+        self.pages.release_rows()  # rows of an earlier decode state hold nothing now
         return self.core.init_state()
 
     @property
@@ -369,7 +461,7 @@ class Qwen3Engine(engine_api.Engine):
 
     @property
     def max_prefill_length(self) -> int:
-        return self.core.buckets[-1]
+        return self.core.longest_prompt
 
     @property
     def mesh(self):
@@ -395,4 +487,5 @@ class Qwen3Engine(engine_api.Engine):
 
     @property
     def prefix_cache_stats(self) -> tuple[int, int]:
-        return self._prefix_cache.hits, self._prefix_cache.misses
+        """(samples that shared a prefilled prompt, prompts prefilled)."""
+        return self.pages.hits, self.pages.misses

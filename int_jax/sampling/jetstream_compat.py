@@ -9,7 +9,8 @@ breaks, and what this module does about it:
   (`Qwen3Engine(api_version=...)` overrides it; tests drive 0.3.0 by hand).
 * 0.2.2's orchestrator calls `jax.tree_map` (removed from JAX) when it frees a
   prefix; the thread would die. `orchestrator.delete_pytree` is replaced by one
-  using `jax.tree.map` that also spares KV arrays shared through the prefix cache.
+  using `jax.tree.map` (the engine's prefixes hold no arrays of their own to free:
+  their keys and values live in the engine's page pool).
 * A failing Driver thread calls `os.kill(SIGKILL)` on the whole process.
   `GuardedDriver` builds its threads from `_GuardedThread` instead: the
   exception is recorded (traceback intact), the thread ends, and the caller
@@ -26,7 +27,13 @@ breaks, and what this module does about it:
   gRPC) get the engine's defaults.
 * Log-probabilities and finish reasons never come back through the Driver.
   The engine's step rows carry them (`StepRows`); when the detokenizer pulls a
-  step to host, `StepRows.convert_to_numpy` hands the rows to a listener.
+  step to host, `StepRows.convert_to_numpy` hands the rows to a listener, then
+  puts them in slot order (the engine maps JetStream's slots onto its rows).
+* The Driver admits by free slots only. The engine's prefill waits for KV pages;
+  `GuardedDriver.stop` tells such a wait to give up (`Stopped`), quietly. While it
+  waits, the Driver's prefill queue reads as empty: in interleaved mode the generate
+  thread otherwise keeps waiting for that prefill instead of stepping the sequences
+  whose end would free the pages (a deadlock).
 * `server_lib` binds gRPC to all interfaces; `make_server` binds a chosen host.
 """
 
@@ -46,6 +53,7 @@ import flax.struct
 import jax
 import numpy as np
 
+from int_jax.sampling.types import SamplerFailure
 from jetstream.engine import engine_api, tokenizer_api
 
 
@@ -78,9 +86,7 @@ _DRIVER_PARAMS = set(inspect.signature(orchestrator.Driver.__init__).parameters)
 
 
 def _delete_pytree(prefix):
-    """Free a prefix's device buffers early, sparing KV shared with the prefix cache."""
-    if getattr(prefix, "shared_kv", False):
-        prefix = prefix.replace(kv=None)
+    """Free a prefill result's device buffers early (0.2.2 calls jax.tree_map here)."""
     for leaf in jax.tree.leaves(prefix):
         if isinstance(leaf, jax.Array) and not leaf.is_deleted():
             leaf.delete()
@@ -95,21 +101,26 @@ if hasattr(orchestrator, "delete_pytree"):
 
 @flax.struct.dataclass
 class StepRows(engine_api.ResultTokens):
-    """JetStream's ResultTokens plus extra columns, handed to `listener` on host."""
+    """JetStream's ResultTokens plus extra columns, handed to `listener` on host.
+
+    `order[slot]` is the row holding `slot` (None: rows are slots)."""
 
     listener: Any = flax.struct.field(pytree_node=False, default=None)
+    order: Any = flax.struct.field(pytree_node=False, default=None)
 
     def convert_to_numpy(self) -> "StepRows":
         host = np.asarray(self.data)
         if self.listener is not None:
             self.listener(host)
-        return dataclasses.replace(self, data=host, listener=None)
+        if self.order is not None:
+            host = host[self.order]
+        return dataclasses.replace(self, data=host, listener=None, order=None)
 
 
-def step_rows(data, listener=None, samples_per_slot: int = 1) -> StepRows:
+def step_rows(data, listener=None, samples_per_slot: int = 1, order=None) -> StepRows:
     """Rows laid out as decode.OUT_*: token, valid, length, then extras."""
     return StepRows(data=data, tokens_idx=(0, 1), valid_idx=(1, 2), length_idx=(2, 3),
-                    samples_per_slot=int(samples_per_slot), listener=listener)
+                    samples_per_slot=int(samples_per_slot), listener=listener, order=order)
 
 
 # --------------------------------------------------------------------------- request binding
@@ -181,7 +192,7 @@ class IdTokenizer(HFTokenizer):
 # --------------------------------------------------------------------------- driver
 
 
-class DriverFailure(RuntimeError):
+class DriverFailure(SamplerFailure):
     """A JetStream Driver thread raised; the original exception is the __cause__."""
 
 
@@ -229,6 +240,15 @@ def new_request(prompt: Sequence[int], max_tokens: int, channel: RequestChannel,
     return req
 
 
+class _PrefillBacklog(queue.Queue):
+    """The Driver's prefill queue; empty while the engine's prefill waits for memory."""
+
+    engine_waiting: Any = staticmethod(lambda: False)
+
+    def empty(self) -> bool:
+        return self.engine_waiting() or super().empty()
+
+
 class GuardedDriver(orchestrator.Driver):
     """JetStream's Driver over one interleaved engine, made safe to embed.
 
@@ -244,6 +264,7 @@ class GuardedDriver(orchestrator.Driver):
                       prefill_params=[params], generate_params=[params],
                       interleaved_mode=interleaved, jax_padding=False)
         kwargs = {k: v for k, v in kwargs.items() if k in _DRIVER_PARAMS}
+        engine.pages.allow_waiting()
         with _CONSTRUCT_LOCK:
             original = orchestrator.JetThread
             orchestrator.JetThread = _thread_factory(self)
@@ -251,8 +272,13 @@ class GuardedDriver(orchestrator.Driver):
                 super().__init__(**kwargs)
             finally:
                 orchestrator.JetThread = original
+        # The threads already use this queue object: change its class, not the object.
+        self._prefill_backlog.__class__ = _PrefillBacklog
+        self._prefill_backlog.engine_waiting = lambda: engine.pages.waiting > 0
 
     def _record_failure(self, thread_name: str, error: BaseException) -> None:
+        if getattr(error, "quiet_stop", False):  # a wait given up because we stop
+            return
         if self.failure is None:
             self.failure = (thread_name, error)
         self.failed.set()
@@ -265,14 +291,20 @@ class GuardedDriver(orchestrator.Driver):
             raise DriverFailure(f"JetStream Driver thread {name!r} failed: "
                                 f"{type(error).__name__}: {error}") from error
 
+    def stop(self) -> None:
+        """Stop the threads; a prefill waiting for KV pages gives up first."""
+        self._engine.pages.stop_waiting()
+        super().stop()
+
     def place_request_on_prefill_queue(self, request) -> None:
-        """Reject a prompt that no bucket holds before it is queued."""
+        """Reject a request that could never run (too long a prompt, or more KV pages than
+        the pool has) before it is queued."""
         content = request.prefill_content
         length = (len(content) if not isinstance(content, str)
                   else len(self._engine.tokenizer_adapter().encode(content)[0]))
-        self._engine.check_prompt_length(length)
         if not request.max_tokens or request.max_tokens <= 0:
             request.max_tokens = self._engine.default_max_new_tokens
+        self._engine.check_request(length, request.max_tokens)
         super().place_request_on_prefill_queue(request)
 
     def _process_prefill_content(self, request, tokenizer, *args, **kwargs):

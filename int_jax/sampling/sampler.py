@@ -1,21 +1,20 @@
-"""The one sampler every stage uses: prompts x n -> completions via JetStream's Driver.
+"""The one sampler every stage uses: prompts x n -> completions over `Qwen3Engine`.
 
-`JetStreamSampler.generate` submits n token-id requests per prompt to a
-JetStream Driver running in this process (no network) over `Qwen3Engine`,
-waits for them, and returns completions in input order. Each call runs its own
-Driver and always stops it, so a failure in one call (an engine error, a
-Driver thread dying, Ctrl-C) surfaces as an exception here and leaves the
-sampler usable for the next call. Compiled programs live in the engine and are
-reused across calls.
+`JetStreamSampler.generate` schedules n requests per prompt onto the engine with
+`scheduler.Scheduler` (the engine's JetStream methods plus admission by KV memory and
+batched prefill, which JetStream's slot-only Driver lacks; the Driver still serves
+`int-jax serve`), and returns completions in input order. Each call ends by giving
+every KV page back, so a failure in one call (an engine error, Ctrl-C) surfaces as
+an exception here and leaves the sampler usable for the next call. Compiled programs
+live in the engine and are reused across calls.
 
-Continuing a partial assistant message is just a longer prompt; identical
-prompts (n samples, or 32 continuations of one prefix) are prefilled once.
+Continuing a partial assistant message is just a longer prompt; identical prompts (n
+samples, or 32 continuations of one prefix) are prefilled once and share their pages.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import queue
 import time
 from typing import Sequence
 
@@ -25,8 +24,8 @@ from ml_collections import ConfigDict
 from int_jax.models import factory
 from int_jax.models.qwen3 import Qwen3
 from int_jax.sampling import decode as decode_lib
-from int_jax.sampling import jetstream_compat as compat
-from int_jax.sampling.engine import Qwen3Engine, RequestSpec, request_key
+from int_jax.sampling import scheduler as scheduler_lib
+from int_jax.sampling.engine import Qwen3Engine
 from int_jax.sampling.settings import SamplerSettings
 from int_jax.sampling.types import Completion, SamplingParams
 
@@ -87,37 +86,43 @@ class JetStreamSampler:
     # -- generate ------------------------------------------------------------------
 
     def _validate(self, prompts, n, max_new_tokens):
+        """(prompts as lists of ids, max_new_tokens per prompt), or a clear error."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        max_len = self.engine.core.max_len
+        prompts = list(prompts)
+        per_prompt = ([int(m) for m in max_new_tokens] if not np.isscalar(max_new_tokens)
+                      else [int(max_new_tokens)] * len(prompts))
+        if len(per_prompt) != len(prompts):
+            raise ValueError(f"{len(per_prompt)} max_new_tokens for {len(prompts)} prompts")
         out = []
-        for i, prompt in enumerate(prompts):
+        for i, (prompt, new) in enumerate(zip(prompts, per_prompt)):
+            if new < 1:
+                raise ValueError(f"max_new_tokens must be >= 1, got {new}")
             ids = np.asarray(list(prompt), dtype=np.int64)
             if ids.ndim != 1 or ids.size == 0:
                 raise ValueError(f"prompt {i}: expected a non-empty list of token ids")
             if ids.min() < 0 or ids.max() >= self.vocab_size:
                 raise ValueError(f"prompt {i}: token id outside [0, {self.vocab_size})")
-            try:
-                self.engine.check_prompt_length(ids.size)
-            except decode_lib.PromptTooLongError as e:
-                raise decode_lib.PromptTooLongError(f"prompt {i}: {e}") from None
-            if ids.size + max_new_tokens > max_len:
+            try:  # too long, or more KV pages than the pool has: an error now, not a hang
+                self.engine.check_request(int(ids.size), new)
+            except ValueError as e:
+                raise type(e)(f"prompt {i}: {e}") from None
+            if ids.size + new > self.settings.max_len:
                 raise ValueError(
-                    f"prompt {i}: {ids.size} prompt tokens + max_new_tokens={max_new_tokens} "
-                    f"exceed the KV cache length max_len={max_len}")
+                    f"prompt {i}: {ids.size} prompt tokens + max_new_tokens={new} "
+                    f"exceed the longest sequence sampler.max_len={self.settings.max_len}")
             out.append([int(t) for t in ids])
-        return out
+        return out, per_prompt
 
     def generate(self, prompts: Sequence[Sequence[int]], n: int, sampling: SamplingParams,
-                 max_new_tokens: int, seed: int) -> list[list[Completion]]:
-        prompts = self._validate(prompts, n, max_new_tokens)
+                 max_new_tokens: int | Sequence[int], seed: int) -> list[list[Completion]]:
+        """n completions per prompt, in input order; `max_new_tokens` for all prompts or
+        one per prompt."""
+        prompts, max_new = self._validate(prompts, n, max_new_tokens)
         if not prompts:
             return []
         total = len(prompts) * n
         records = [_Record() for _ in range(total)]
-        done: queue.Queue = queue.Queue()
         counter = {"tokens": 0}
 
         def listen(rows: np.ndarray) -> None:
@@ -133,45 +138,34 @@ class JetStreamSampler:
                     counter["tokens"] += 1
 
         engine = self.engine
-        driver = compat.GuardedDriver(engine, engine.params)
-        bar = None
-        try:  # from here on, whatever happens (Ctrl-C included), the Driver is stopped
+        bar, ok = None, False
+        t0 = time.perf_counter()
+        try:  # whatever happens (Ctrl-C included), every page is given back
             engine.listener = listen
-            t0 = time.perf_counter()
             bar = _progress_bar(total, self.progress)
-            for i, prompt in enumerate(prompts):  # prompt-major: identical prompts adjacent
-                for j in range(n):
-                    tag = i * n + j
-                    spec = RequestSpec(tag=tag, sampling=sampling, max_new_tokens=int(max_new_tokens),
-                                       key=request_key(seed, tag))
-                    driver.place_request_on_prefill_queue(
-                        compat.new_request(prompt, max_new_tokens, compat.RequestChannel(tag, done), spec))
-            finished, last_progress = 0, time.monotonic()
-            while finished < total:
-                driver.check()
-                try:
-                    done.get(timeout=0.05)
-                except queue.Empty:
-                    if time.monotonic() - last_progress > self.stall_timeout_s:
-                        raise TimeoutError(f"no request finished for {self.stall_timeout_s:.0f} s "
-                                           f"({finished}/{total} done)") from None
-                    continue
-                finished += 1
-                last_progress = time.monotonic()
+            requests = [scheduler_lib.Request(ids=p, n=n, first_tag=i * n, max_new_tokens=m)
+                        for i, (p, m) in enumerate(zip(prompts, max_new))]
+            run = scheduler_lib.Scheduler(engine, requests, sampling=sampling, seed=int(seed),
+                                          stall_timeout_s=self.stall_timeout_s)
+
+            def progress(finished: int) -> None:
                 if bar is not None:
                     elapsed = max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix(tok_s=f"{counter['tokens'] / elapsed:.1f}", refresh=False)
-                    bar.update(1)
-            driver.check()
+                    bar.update(finished)
+
+            run.run(progress)
+            ok = True
         finally:
             if bar is not None:
                 bar.close()
-            driver.stop()
             engine.listener = None
-        driver.check()  # a thread may have failed while stopping
+            held = engine.release_all()
+        if ok and any(held.values()):
+            raise RuntimeError(f"internal error: a finished run still held KV pages or rows {held}")
         elapsed = time.perf_counter() - t0
         self.last_run = dict(requests=total, tokens=counter["tokens"], seconds=elapsed,
-                             tokens_per_s=counter["tokens"] / max(elapsed, 1e-9))
+                             tokens_per_s=counter["tokens"] / max(elapsed, 1e-9), **run.stats)
         return [[self._completion(records[i * n + j], i * n + j) for j in range(n)]
                 for i in range(len(prompts))]
 

@@ -65,25 +65,36 @@ def power_of_two_buckets(smallest: int, largest: int) -> tuple[int, ...]:
 class SamplerSettings:
     """Everything the sampler's engine is built with (checked on creation)."""
 
-    slots: int = 8  # concurrent decode rows
-    max_len: int = 2048  # KV-cache rows per slot: prompt + new tokens
-    # Prefill lengths: each compiles one prefill. () = powers of two from min_bucket up to
-    # max_prefill_length, the longest prompt accepted (longer ones are errors, never cut).
+    slots: int = 8  # decode rows: the most sequences decoded at once (memory permitting)
+    max_len: int = 2048  # the longest sequence: prompt + new tokens
+    # The paged KV cache: one pool of `page_size`-token pages per device, sized in bytes:
+    # kv_pool_bytes if set, else on GPU / TPU the memory left after the weights minus
+    # kv_reserve_bytes (prefill activations, step temporaries), on CPU cpu_kv_pool_bytes.
+    page_size: int = 16
+    kv_pool_bytes: int = 0
+    kv_reserve_bytes: int = 2 << 30
+    cpu_kv_pool_bytes: int = 16 << 20
+    # Prefill: each call runs one of `buckets` tokens per prompt (() = powers of two from
+    # min_bucket up to prefill_chunk); a prompt longer than the largest goes in chunks of
+    # it, several shorter ones go in one call (up to max_prefill_batch prompts). The
+    # longest prompt accepted is max_prefill_length (0: the largest bucket); longer
+    # prompts are errors, never cut.
     buckets: tuple[int, ...] = ()
     min_bucket: int = 16
-    max_prefill_length: int = 1024
-    # Decode attention windows over the cache; () = powers of two from min_decode_bucket.
-    decode_buckets: tuple[int, ...] = ()
-    min_decode_bucket: int = 256
+    prefill_chunk: int = 512
+    max_prefill_length: int = 0
+    max_prefill_batch: int = 8
     # The sampler's own execution settings, independent of the trainer's model config.
     # auto: bfloat16 on GPU / TPU, float32 on CPU (weights); the compute dtype follows
     # the weights and the KV cache the compute dtype.
     param_dtype: str = "auto"
     compute_dtype: str = "auto"
     cache_dtype: str = "auto"
-    # Dense attention kernel of prefill (a name in models/attention.py KERNELS); auto:
-    # xla on CPU, chunked elsewhere (memory O(prompt x chunk)). Remat is always off.
+    # Dense attention kernel of prefill (a name in models/attention.py KERNELS; auto: xla
+    # on CPU, chunked elsewhere) and paged kernel of decode (PAGED_KERNELS; auto: blocked
+    # on CPU, pallas_gpu on GPU, pallas_tpu on TPU). Remat is always off.
     prefill_kernel: str = "auto"
+    decode_kernel: str = "auto"
     stop_ids: tuple[int, ...] = QWEN3_END_TOKEN_IDS
     pad_id: int = QWEN3_PAD_ID  # what JetStream's tokenizer reports; prompts are padded with 0
     max_top_k: int = 64  # top_k up to this uses lax.top_k; larger sorts the vocabulary
@@ -98,13 +109,13 @@ class SamplerSettings:
     def __post_init__(self):
         fix = _setter(self)
         fix("buckets", tuple(sorted(set(_ints(self.buckets)))))
-        fix("decode_buckets", _ints(self.decode_buckets))
         fix("stop_ids", _ints(self.stop_ids))
         for name in ("param_dtype", "compute_dtype", "cache_dtype"):
             fix(name, _dtype_name(getattr(self, name)))
         fix("rules", _rules(self.rules))
-        for name in ("slots", "max_len", "min_bucket", "max_prefill_length", "min_decode_bucket",
-                     "pad_id", "max_top_k", "prefix_cache_entries"):
+        for name in ("slots", "max_len", "page_size", "kv_pool_bytes", "kv_reserve_bytes",
+                     "cpu_kv_pool_bytes", "min_bucket", "prefill_chunk", "max_prefill_length",
+                     "max_prefill_batch", "pad_id", "max_top_k", "prefix_cache_entries"):
             fix(name, int(getattr(self, name)))
         fix("stall_timeout_s", float(self.stall_timeout_s))
         if self.slots < 1:
@@ -113,10 +124,15 @@ class SamplerSettings:
             raise ValueError(f"sampler.max_len={self.max_len}: a prompt token and a new one at least")
         if self.buckets and self.buckets[0] < 1:
             raise ValueError(f"sampler.buckets={self.buckets}: lengths must be positive")
+        if self.page_size < 1 or self.max_prefill_batch < 1:
+            raise ValueError("sampler.page_size and sampler.max_prefill_batch must be >= 1")
         if self.prefill_buckets[-1] > self.max_len:
             raise ValueError(f"largest prefill bucket {self.prefill_buckets[-1]} exceeds "
-                             f"max_len {self.max_len}; lower sampler.max_prefill_length or "
+                             f"max_len {self.max_len}; lower sampler.prefill_chunk or "
                              "raise sampler.max_len")
+        if self.longest_prompt >= self.max_len:
+            raise ValueError(f"sampler.max_prefill_length={self.longest_prompt} leaves no room "
+                             f"for a new token in sampler.max_len={self.max_len}")
         if self.max_top_k < 1:
             raise ValueError(f"sampler.max_top_k={self.max_top_k}: must be >= 1")
         if self.stall_timeout_s <= 0:
@@ -124,12 +140,16 @@ class SamplerSettings:
 
     @property
     def prefill_buckets(self) -> tuple[int, ...]:
-        """The prefill lengths, ascending; the last is the longest prompt accepted."""
+        """The prefill call lengths, ascending; the last is the prefill chunk."""
         if self.buckets:
             return self.buckets
-        largest = min(self.max_prefill_length, self.max_len)
+        largest = min(self.prefill_chunk, self.max_len)
         derived = power_of_two_buckets(min(self.min_bucket, largest), largest)
         return tuple(b for b in derived if b <= self.max_len) or (self.max_len,)
+
+    @property
+    def longest_prompt(self) -> int:
+        return self.max_prefill_length or min(self.prefill_buckets[-1], self.max_len - 1)
 
     def resolve(self, platform: str) -> "SamplerSettings":
         """`auto` values made concrete for a backend ("cpu", "gpu", "tpu")."""
@@ -141,8 +161,11 @@ class SamplerSettings:
         prefill = self.prefill_kernel
         if prefill == "auto":
             prefill = "xla" if platform == "cpu" else "chunked"
+        decode = self.decode_kernel
+        if decode == "auto":
+            decode = {"gpu": "pallas_gpu", "tpu": "pallas_tpu"}.get(platform, "blocked")
         return self.replace(param_dtype=param, compute_dtype=compute, cache_dtype=cache,
-                            prefill_kernel=prefill)
+                            prefill_kernel=prefill, decode_kernel=decode)
 
     def replace(self, **changes) -> "SamplerSettings":
         return dataclasses.replace(self, **changes)
@@ -164,7 +187,6 @@ class SamplerSettings:
         """The settings as the `ConfigDict` a config file embeds."""
         out = dataclasses.asdict(self)
         out["buckets"] = out["buckets"] or None  # None: derived (overridable by a tuple)
-        out["decode_buckets"] = out["decode_buckets"] or None
         return ConfigDict(out)
 
 
@@ -172,10 +194,9 @@ class SamplerSettings:
 # (tests, the demo). `paper`: the paper's lengths (32768-token proposer chats, 16384 new
 # tokens) for Qwen3-4B-Instruct-2507.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(max_len=1024, max_prefill_length=1024,
-                 min_decode_bucket=1024),  # one decode window: fewer compiles
-    "paper": dict(slots=256, max_len=49152, min_bucket=128, max_prefill_length=32768,
-                  prefix_cache_entries=64),
+    "tiny": dict(max_len=1024, max_prefill_length=1000),
+    "paper": dict(slots=256, max_len=49152, page_size=64, min_bucket=128, prefill_chunk=2048,
+                  max_prefill_length=32768, prefix_cache_entries=64),
 }
 
 

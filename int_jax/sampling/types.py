@@ -13,6 +13,11 @@ from typing import Literal, Protocol, Sequence
 FinishReason = Literal["stop", "length"]
 
 
+class SamplerFailure(RuntimeError):
+    """The sampling engine failed inside `generate`; the original exception is the
+    __cause__ (its traceback intact). The sampler stays usable for the next call."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
     """temperature 0 = greedy; top_k 0 = off; top_p 1.0 = off."""
