@@ -98,6 +98,9 @@ COMMANDS: dict[str, Command] = {
                         ("experiment", "workdir", "base_model", "problems", "hard", "reuse")),
     "report": Command("int_jax.eval.report.command:main", "the paper's tables and plots from run folders",
                       args="RUN_DIR... [--out DIR]", own_options=True),
+    "plan": Command("int_jax.plan:main", "memory per device of a run on a target, allocating nothing",
+                    "configs/grpo.py:paper", ("model.preset", "model.hf_path", "model.mesh", "sampler"),
+                    args="h100x8 | h200x8 | v5p-8 | v6e-8"),
     "demo": Command("int_jax.stages.demo:main", "the whole pipeline on the tiny built-in default",
                     "configs/demo.py:model", (*_RUN, "data.problems", "sampler.kind", "sampler.script")),
 }

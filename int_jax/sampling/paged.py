@@ -183,7 +183,10 @@ class DecodeView(_View):
             page = jnp.where(write, page, pages)  # inactive rows write nothing
             k_pages = _put(k_pages, k, page, position % size)
             v_pages = _put(v_pages, v, page, position % size)
-            return self.kernel(q, k_pages, v_pages, position + 1, table), k_pages, v_pages
+            # Idle rows attend to one position: their output is never used, and a stale
+            # length would make the kernels read pages for nothing.
+            lengths = jnp.where(write, position + 1, 1)
+            return self.kernel(q, k_pages, v_pages, lengths, table), k_pages, v_pages
 
         fn = lay._map(local, (rows, rows, rows, pool, pool, lay._spec(dp, ()), lay._spec(dp),
                               lay._spec(dp)), (rows, pool, pool))

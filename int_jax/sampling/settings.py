@@ -195,8 +195,10 @@ class SamplerSettings:
 # tokens) for Qwen3-4B-Instruct-2507.
 PRESETS: dict[str, dict] = {
     "tiny": dict(max_len=1024, max_prefill_length=1000),
+    # kv_reserve_bytes: `int-jax plan` measures ~2.3 GiB of temporaries for a 2048-token
+    # prefill with 32K tokens of context (compiled on CPU, an overestimate).
     "paper": dict(slots=256, max_len=49152, page_size=64, min_bucket=128, prefill_chunk=2048,
-                  max_prefill_length=32768, prefix_cache_entries=64),
+                  max_prefill_length=32768, prefix_cache_entries=64, kv_reserve_bytes=4 << 30),
 }
 
 
