@@ -122,7 +122,10 @@ def pool_pages_per_shard(settings: SamplerSettings, layout_: paged.PoolLayout, p
     """Pages per device from the byte budget (see SamplerSettings: kv_pool_bytes)."""
     budget = settings.kv_pool_bytes
     if not budget and platform == "cpu":
-        budget = settings.cpu_kv_pool_bytes
+        # Every slot at max_len on each device (an upper bound when slots are split), plus
+        # the copied partial page and the null page, unless a CPU budget is given.
+        full = settings.slots * -(-settings.max_len // settings.page_size) + 2
+        budget = settings.cpu_kv_pool_bytes or full * layout_.page_bytes
     if not budget:
         devices = mesh.devices.flat if mesh is not None else jax.devices()[:1]
         free = []

@@ -69,11 +69,12 @@ class SamplerSettings:
     max_len: int = 2048  # the longest sequence: prompt + new tokens
     # The paged KV cache: one pool of `page_size`-token pages per device, sized in bytes:
     # kv_pool_bytes if set, else on GPU / TPU the memory left after the weights minus
-    # kv_reserve_bytes (prefill activations, step temporaries), on CPU cpu_kv_pool_bytes.
+    # kv_reserve_bytes (prefill activations, step temporaries), on CPU cpu_kv_pool_bytes,
+    # or with that 0, room for every slot at max_len (host memory is rarely the limit).
     page_size: int = 16
     kv_pool_bytes: int = 0
     kv_reserve_bytes: int = 2 << 30
-    cpu_kv_pool_bytes: int = 16 << 20
+    cpu_kv_pool_bytes: int = 0
     # Prefill: each call runs one of `buckets` tokens per prompt (() = powers of two from
     # min_bucket up to prefill_chunk); a prompt longer than the largest goes in chunks of
     # it, several shorter ones go in one call (up to max_prefill_batch prompts). The
