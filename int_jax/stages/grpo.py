@@ -33,6 +33,7 @@ from int_jax.data.records import Problem
 from int_jax.intervention.prompts import hint_prefix
 from int_jax.models import factory, hf
 from int_jax.sampling.settings import SamplerSettings
+from int_jax.stages.base import command
 from int_jax.stages.common import Context, build_sampler, load_problems
 from int_jax.train import grpo, learner as learner_lib, optim
 from int_jax.train.metrics import MetricsLogger
@@ -366,8 +367,4 @@ def run(config: ConfigDict) -> dict:
     return summary
 
 
-def main(config: ConfigDict, args: list[str]) -> int:
-    if args:
-        raise SystemExit(f"int-jax grpo takes no positional arguments, got {args}")
-    run(config)
-    return 0
+main = command("grpo", run)

@@ -39,7 +39,7 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 from int_jax.config_io import save_config
-from int_jax.stages.base import EPHEMERAL_KEYS, MANIFEST, StageError
+from int_jax.stages.base import EPHEMERAL_KEYS, MANIFEST, StageError, command
 
 log = logging.getLogger("int_jax.stages")
 
@@ -293,8 +293,4 @@ def run(config: ConfigDict) -> dict:
     return results
 
 
-def main(config: ConfigDict, args: list[str]) -> int:
-    if args:
-        raise SystemExit(f"int-jax pipeline takes no positional arguments, got {args}")
-    run(config)
-    return 0
+main = command("pipeline", run)
