@@ -94,6 +94,4 @@ elif MODE == "save":
 elif MODE != "none":
     raise SystemExit(f"unknown mode {MODE!r}")
 
-cli.COMMANDS.setdefault("grpo", cli.Command("int_jax.stages.grpo:main", "GRPO",
-                                            "configs/grpo.py:paper"))
 cli.main(["int-jax", "grpo", *sys.argv[3:]])
