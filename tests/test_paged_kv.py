@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numerics
 import numpy as np
 import pytest
-from flax import nnx
 
 from int_jax.models import attention as attention_lib
 from int_jax.models import qwen3
@@ -36,6 +35,8 @@ from int_jax.sampling import pages as pages_lib
 from int_jax.sampling.engine import Qwen3Engine, RequestSpec, request_key
 from int_jax.sampling.sampler import JetStreamSampler
 from int_jax.sampling.types import GREEDY, SamplingParams
+
+import test_rollout as rollout_tests
 
 CFG = qwen3.Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
                         num_heads=4, num_kv_heads=2, head_dim=16)
@@ -218,15 +219,8 @@ def model():
     return qwen3.create(CFG, seed=3)
 
 
-@nnx.jit
-def _forward(model, ids):
-    return model(ids)[0]
-
-
 def full_logits(model, seq):
-    ids = np.zeros((1, MAX_LEN), np.int32)
-    ids[0, :len(seq)] = seq
-    return np.asarray(_forward(model, jnp.asarray(ids)))[:len(seq)]
+    return np.asarray(rollout_tests.full_logits(model, seq, MAX_LEN))
 
 
 def _engine(model, **fields):

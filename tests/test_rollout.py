@@ -43,9 +43,10 @@ def _padded_forward(model, ids):
     return model(ids)[0]
 
 
-def full_logits(model, ids):
-    """Plain forward (no cache) of `ids`; right padding cannot change causal logits."""
-    padded = np.zeros((1, _PAD_TO), np.int32)
+def full_logits(model, ids, pad_to: int = _PAD_TO):
+    """Plain forward (no cache) of `ids` right-padded to `pad_to` (one compile per length);
+    right padding cannot change causal logits."""
+    padded = np.zeros((1, pad_to), np.int32)
     padded[0, :len(ids)] = ids
     return _padded_forward(model, jnp.asarray(padded))[:len(ids)]
 
