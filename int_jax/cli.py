@@ -100,7 +100,11 @@ COMMANDS: dict[str, Command] = {
                       args="RUN_DIR... [--out DIR]", own_options=True),
     "plan": Command("int_jax.plan:main", "memory per device of a run on a target, allocating nothing",
                     "configs/grpo.py:paper", ("model.preset", "model.hf_path", "model.mesh", "sampler"),
-                    args="h100x8 | h200x8 | v5p-8 | v6e-8"),
+                    args="v5p-8 | v5p-32 | v5p-128 | v6e-8 | v6e-64 | 8xh100[:NODES] | 8xh200[:NODES]"),
+    "running-sum": Command("int_jax.running_sum.command:main",
+                           "the running-sum miniature: its problem sets, base model, measures",
+                           "configs/running_sum.py:default", ("out", "problems", "base"),
+                           args="problems | base | measure RUN_DIR"),
     "demo": Command("int_jax.stages.demo:main", "the whole pipeline on the tiny built-in default",
                     "configs/demo.py:model", (*_RUN, "data.problems", "sampler.kind", "sampler.script")),
 }

@@ -1,0 +1,42 @@
+"""The running-sum miniature: `int-jax running-sum problems | base --config=configs/running_sum.py`.
+
+`problems`: the problem sets' sizes and seed. `base`: the base model's architecture (a
+tiny Qwen3 over the character tokenizer), its data (kinds and shares, the carry-drop
+rate) and `sft`, the SFT run that trains it from scratch (configs/sft.py's `tiny` with
+the changes below). The base is keyed by the `base` and `sft` sections: change either
+and `int-jax running-sum base` trains again; keep them and it does nothing.
+"""
+
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+from int_jax.config_io import load_config_file
+
+
+def get_config(arg: str = "default") -> ConfigDict:
+    if arg != "default":
+        raise ValueError(f"configs/running_sum.py: unknown arg {arg!r}; use 'default'")
+    c = ConfigDict()
+    c.out = "assets/running_sum"  # problems/ and base/ (committed: the demo needs no training)
+    c.problems = ConfigDict(dict(seed=0, train_hard=64, heldout_hard=64, easy=64))
+    c.base = ConfigDict(dict(
+        seed=0,
+        workdir="runs/running_sum_base",  # the SFT run, under <workdir>/<key>/
+        examples=12000,
+        drop=0.35,  # chance of dropping a carry in a trace (traces.py)
+        other_errors=0.3,  # failed attempts for `verify` whose first error is not a carry
+        shares=ConfigDict(dict(trace=0.45, guided=0.1, verify=0.35, reflect=0.05, hint=0.05)),
+        model=ConfigDict(dict(vocab_size=128, hidden_size=128, intermediate_size=384,
+                              num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
+                              rope_theta=10000.0, tie_word_embeddings=True,
+                              max_position_embeddings=1024)),
+    ))
+    s = load_config_file(Path(__file__).with_name("sft.py"), "tiny")
+    # Rows of 1024 tokens packed with several examples; an end of turn after every
+    # response (the base must learn to stop).
+    s.data.update(cutoff_len=1024, packing=True, add_end_of_turn=True)
+    s.train.update(global_batch=16, micro_batch=0, epochs=1, save_every=100, tensorboard=False)
+    s.optim.update(lr=3e-3, warmup_ratio=0.05, weight_decay=0.0)  # from scratch: a high lr
+    c.sft = s
+    return c
