@@ -2,23 +2,26 @@
 
 `model`: the random tiny Qwen3 through the JetStream engine; `scripted`: the
 success path replayed by the ScriptedSampler. Outputs: runs/demo[-scripted]/.
+configs/int.py's `tiny` config with these changes.
 """
+
+from pathlib import Path
+
+from int_jax.config_io import import_config
+
+RUN_NAMES = {"model": "demo", "scripted": "demo-scripted"}  # arg -> run folder name
 
 
 def get_config(arg: str = "model"):
-    import importlib.util
-    from pathlib import Path
-
-    if arg not in ("model", "scripted"):
+    if arg not in RUN_NAMES:
         raise ValueError(f"configs/demo.py: unknown arg {arg!r}; use 'model' or 'scripted'")
-    spec = importlib.util.spec_from_file_location("_int_config", Path(__file__).with_name("int.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("tiny")
-    c.run.name = "demo" if arg == "model" else "demo-scripted"
+    # configs/int.py, by import (absl loads this file alone; see import_config).
+    c = import_config("int", Path(__file__).resolve().parent).get_config("tiny")
+    c.run.name = RUN_NAMES[arg]
     root = f"{c.run.root}/{c.run.name}"
     c.data.problems = f"{root}/problems.jsonl"
     if arg == "scripted":
+        # The script's outputs are longer than the tiny model's budgets.
         c.sampler.kind = "scripted"
         c.sampler.script = f"{root}/script.jsonl"
         for section in (c.rollout, c.propose, c.continuation, c.reflect):

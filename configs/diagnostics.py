@@ -10,6 +10,10 @@ def get_config(arg: str = "tiny"):
     c.model = model_config(arg)
     c.data_path = ""  # used when no file is given on the command line
     c.output_dir = f"runs/diagnostics_{arg}"
-    c.cutoff_len = 512 if arg == "tiny" else 16384
+    c.cutoff_len = 16384  # the SFT cutoff (configs/sft.py)
     c.chunk_size = 512
+
+    # -- small runs: every override in one block -----------------------------------
+    if arg == "tiny":
+        c.cutoff_len = 512
     return c

@@ -22,10 +22,11 @@ Commands:
     int-jax demo && int-jax eval --config=configs/eval.py:tiny
 """
 
-import importlib.util
 from pathlib import Path
 
 from ml_collections import ConfigDict
+
+from int_jax.config_io import import_config
 
 # The paper's four benchmarks, then the InT test split and the training set as Problem
 # JSONL (`int-jax data prepare`, or the rollout stage's problems.jsonl).
@@ -37,22 +38,15 @@ def _benchmark(path: str = "", loader: str = "", category: str = "", limit: int 
     return ConfigDict(dict(path=path, loader=loader, category=category, limit=limit))
 
 
-def _int_config(arg: str) -> ConfigDict:
-    spec = importlib.util.spec_from_file_location("_int_config", Path(__file__).with_name("int.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 def get_config(arg: str = "paper") -> ConfigDict:
     if arg not in ("paper", "tiny"):
         raise ValueError(f"configs/eval.py: unknown arg {arg!r}; use 'paper' or 'tiny'")
-    tiny = arg == "tiny"
-    pipeline = _int_config(arg)
+    # configs/int.py, by import (absl loads this file alone; see import_config).
+    pipeline = import_config("int", Path(__file__).resolve().parent).get_config(arg)
     c = ConfigDict()
     for section in ("model", "seed", "run", "prompts", "sampler", "grading"):
         c[section] = pipeline[section]
-    c.run.name = "tiny" if tiny else "base"  # one run folder per evaluated model
+    c.run.name = "base"  # one run folder per evaluated model
 
     c.eval = ConfigDict(dict(
         k=128,  # samples per problem (paper: 128; pass@k from them, unbiased)
@@ -67,7 +61,8 @@ def get_config(arg: str = "paper") -> ConfigDict:
     c.eval.benchmarks.train.loader = "problems"
 
     # -- small runs: every override in one block -------------------------------
-    if tiny:
+    if arg == "tiny":
+        c.run.name = "tiny"
         c.eval.k = 4
         c.eval.max_new_tokens = 32
         c.eval.batch_size = 2

@@ -32,9 +32,12 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from int_jax.config_io import load_config_file
+from int_jax.config_io import import_config
 
-SETTINGS = ("paper", "release", "tiny")
+# Each setting's model, prompts, sampler, grader and held-out eval: configs/eval.py's of
+# this arg (the release runs at the paper's).
+EVAL_ARG = {"paper": "paper", "release": "paper", "tiny": "tiny"}
+SETTINGS = tuple(EVAL_ARG)
 VARIANTS = ("", "hint")
 
 # The paper's Table 5, in one place.
@@ -56,8 +59,8 @@ def get_config(arg: str = "paper") -> ConfigDict:
     if setting not in SETTINGS or variant not in VARIANTS:
         raise ValueError(f"configs/grpo.py: unknown arg {arg!r}; use one of {SETTINGS}, "
                          "optionally followed by ',hint'")
-    tiny = setting == "tiny"
-    base = load_config_file(Path(__file__).with_name("eval.py"), "tiny" if tiny else "paper")
+    # configs/eval.py, by import (absl loads this file alone; see import_config).
+    base = import_config("eval", Path(__file__).resolve().parent).get_config(EVAL_ARG[setting])
     c = ConfigDict()
     for section in ("model", "seed", "run", "prompts", "sampler", "grading", "eval"):
         c[section] = base[section]
@@ -148,7 +151,7 @@ def get_config(arg: str = "paper") -> ConfigDict:
         c.hint.mode = "fixed"
 
     # -- small runs: every override in one block -----------------------------------
-    if tiny:
+    if setting == "tiny":
         c.data.problems = "runs/demo/problems.jsonl"  # written by `int-jax demo`
         c.grpo.n = 4
         c.grpo.prompts_per_step = 2

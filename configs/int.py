@@ -5,6 +5,9 @@ baselines' data (reflect, reference). Each writes `<run.root>/<run.name>/<stage>
 
 Args: `paper` (the paper's settings, Qwen3-4B-Instruct-2507 from `model.hf_path`)
 or `tiny` (random tiny Qwen3, small budgets: tests and the demo).
+
+Read as data: the body writes the paper's values once; `tiny` changes them in one
+block at the end.
 """
 
 from ml_collections import ConfigDict
@@ -12,22 +15,29 @@ from ml_collections import ConfigDict
 from int_jax.model_config import model_config
 from int_jax.sampling.settings import sampler_config
 
+ARGS = ("paper", "tiny")
 
-def _sampling(temperature, top_p, top_k):
-    return ConfigDict(dict(temperature=temperature, top_p=top_p, top_k=top_k))
+
+def _sampler(preset: str) -> ConfigDict:
+    """The engine's settings of a sampler preset plus the keys that pick the sampler."""
+    c = sampler_config(preset)
+    c.kind = "jetstream"  # jetstream | scripted
+    c.script = ""  # scripted: JSONL rules (see int_jax/sampling/scripted.py)
+    c.default = None  # scripted: output for prompts no rule matches (None = error)
+    c.delay_s = 0.0  # sleep per prompt before sampling (a throttle for kill-and-resume tests)
+    return c
 
 
 def get_config(arg: str = "paper") -> ConfigDict:
-    if arg not in ("paper", "tiny"):
+    if arg not in ARGS:
         raise ValueError(f"configs/int.py: unknown arg {arg!r}; use 'paper' or 'tiny'")
-    tiny = arg == "tiny"
     c = ConfigDict()
-    c.model = model_config("tiny" if tiny else "qwen3_4b_instruct_2507")
+    c.model = model_config("qwen3_4b_instruct_2507")
     c.seed = 0
 
     c.run = ConfigDict(dict(
         root="runs",
-        name="tiny" if tiny else "int",
+        name="int",
         progress=True,  # tqdm bars
         fsync=True,  # fsync each committed batch (crash safety beyond process death)
     ))
@@ -47,32 +57,29 @@ def get_config(arg: str = "paper") -> ConfigDict:
 
     # Where samples come from: the JetStream engine over `model`, or a script.
     # jetstream: the engine's settings, every key (int_jax/sampling/settings.py).
-    c.sampler = sampler_config("tiny" if tiny else "paper")
-    c.sampler.kind = "jetstream"  # jetstream | scripted
-    c.sampler.script = ""  # scripted: JSONL rules (see int_jax/sampling/scripted.py)
-    c.sampler.default = None  # scripted: output for prompts no rule matches (None = error)
-    c.sampler.delay_s = 0.0  # sleep per prompt before sampling (a throttle for kill-and-resume tests)
-    c.grading = ConfigDict(dict(timeout_s=10.0, workers=1 if tiny else 16))
+    c.sampler = _sampler("paper")
+    c.grading = ConfigDict(dict(timeout_s=10.0, workers=16))
     c.grading.multi_box = False  # True: closing boxes are one list, a later "final answer" wins
 
-    paper = _sampling(0.7, 0.8, 20)
+    # The paper's sampling for every data stage: temperature 0.7, top-p 0.8, top-k 20.
+    paper = ConfigDict(dict(temperature=0.7, top_p=0.8, top_k=20))
     c.rollout = ConfigDict(dict(
-        n=2 if tiny else 4,  # paper: 4 for intervention data, 64-128 to find hard problems
+        n=4,  # paper: 4 for intervention data, 64-128 to find hard problems
         select_hard=False,  # keep only problems with 0 correct of n downstream
-        max_new_tokens=48 if tiny else 16384,
+        max_new_tokens=16384,
         sampling=paper,
-        batch_size=4 if tiny else 64,  # problems per sampler call
+        batch_size=64,  # problems per sampler call
     ))
     c.propose = ConfigDict(dict(
-        k=2 if tiny else 4,  # proposals per failed attempt
+        k=4,  # proposals per failed attempt
         # Turn 1 (the reference-guided solution): one sample per failed attempt (the
         # authors') or one per problem, shared by its attempts (ours, cheaper).
         guided_per="attempt",  # attempt | problem
-        context_limit=900 if tiny else 30000,  # tokens of the proposer chat; longer is skipped
-        guided_max_new_tokens=32 if tiny else 16384,  # turn 1: the guided solution
-        max_new_tokens=48 if tiny else 16384,
+        context_limit=30000,  # tokens of the proposer chat; longer is skipped
+        guided_max_new_tokens=16384,  # turn 1: the guided solution
+        max_new_tokens=16384,
         sampling=paper,
-        batch_size=4 if tiny else 64,
+        batch_size=64,
     ))
     c.filter = ConfigDict(dict(
         max_content_chars=4000,
@@ -83,15 +90,15 @@ def get_config(arg: str = "paper") -> ConfigDict:
         parse_time_limit_s=1.0,
     ))
     c.continuation = ConfigDict(dict(
-        m=2 if tiny else 32,  # continuations per condition
+        m=32,  # continuations per condition
         # Table 1: x+prefix+intervention, x alone, x+prefix, x+prefix+original step.
         conditions=("intervention", "problem", "prefix", "original"),
         # Appended to the unfinished answer ('' = the authors': the guided prefix as is).
         # Only the continuation's own text is graded, never the prefix.
         separator="",
-        max_new_tokens=48 if tiny else 16384,
+        max_new_tokens=16384,
         sampling=paper,
-        batch_size=2 if tiny else 16,  # interventions per sampler call
+        batch_size=16,  # interventions per sampler call
         save_texts=False,  # keep every continuation's text (large)
     ))
     c.select = ConfigDict(dict(
@@ -101,9 +108,25 @@ def get_config(arg: str = "paper") -> ConfigDict:
     c.reflect = ConfigDict(dict(
         n=1,
         require_correct=True,  # keep only rewrites whose final answer is right
-        context_limit=900 if tiny else 30000,
-        max_new_tokens=48 if tiny else 16384,
+        context_limit=30000,
+        max_new_tokens=16384,
         sampling=paper,
-        batch_size=4 if tiny else 64,
+        batch_size=64,
     ))
+
+    # -- small runs: every override in one block -----------------------------------
+    if arg == "tiny":
+        c.model = model_config("tiny")
+        c.run.name = "tiny"
+        c.sampler = _sampler("tiny")
+        c.grading.workers = 1
+        c.rollout.n = 2
+        c.propose.k = 2
+        c.continuation.m = 2
+        for section in (c.rollout, c.propose, c.continuation, c.reflect):
+            section.max_new_tokens = 48
+        c.propose.guided_max_new_tokens = 32
+        c.propose.context_limit = c.reflect.context_limit = 900
+        c.rollout.batch_size = c.propose.batch_size = c.reflect.batch_size = 4
+        c.continuation.batch_size = 2
     return c

@@ -24,7 +24,6 @@ def get_config(arg: str = "tiny"):
     preset, _, ablation = arg.partition(",")
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}; choose one of {sorted(ABLATIONS)}")
-    tiny = preset == "tiny"
     c = ConfigDict()
     c.model = model_config(preset)
     # Training attention, chosen per backend (attention.choose_kernel): TPU `splash`;
@@ -40,7 +39,7 @@ def get_config(arg: str = "tiny"):
     c.data = ConfigDict()
     c.data.train_path = ""  # SFT JSONL from `int-jax select`; empty: the toy set (tiny only)
     c.data.weights = ConfigDict(ABLATIONS[ablation])  # loss weight per segment kind
-    c.data.cutoff_len = 512 if tiny else 16384
+    c.data.cutoff_len = 16384  # paper: 16384 tokens
     # right: cut the example's end (prompt kept whole); drop: skip long examples. The
     # authors' LLaMA-Factory splits the cut between prompt and response in proportion;
     # with short prompts both keep the prompt and the response's start.
@@ -51,18 +50,18 @@ def get_config(arg: str = "tiny"):
     c.data.seed = 0
 
     c.train = ConfigDict()
-    c.train.global_batch = 8 if tiny else 64  # examples (rows when packing) per step
-    c.train.micro_batch = 4 if tiny else 0  # rows per accumulation step; 0: no accumulation
-    c.train.epochs = 2 if tiny else 4
+    c.train.global_batch = 64  # paper: 64 examples (rows when packing) per step
+    c.train.micro_batch = 0  # rows per accumulation step; 0: no accumulation
+    c.train.epochs = 4  # paper
     c.train.max_steps = -1  # > 0: stop early
     c.train.seed = 0
     c.train.loss_chunk_size = 512  # positions per vocab projection in the loss
-    c.train.save_every = 2 if tiny else 50
+    c.train.save_every = 50
     c.train.log_every = 1  # metrics reach the host (and the logs) every N steps
     c.train.keep = 3
     c.train.async_save = True
     c.train.resume = True  # continue from the latest checkpoint in output_dir
-    c.train.tensorboard = not tiny
+    c.train.tensorboard = True
     # "a,b": a profiler trace of steps a..b (from 1) under output_dir/tensorboard/
     # (TensorBoard's profile tab); "" for none.
     c.train.profile_steps = ""
@@ -71,6 +70,17 @@ def get_config(arg: str = "tiny"):
     c.train.export_hf = True  # final safetensors under output_dir/hf
     c.train.export_dtype = ""  # "" keeps the parameter dtype; e.g. bfloat16
 
-    c.optim = ConfigDict(dict(lr=1e-4 if tiny else 1e-6, warmup_ratio=0.1, min_lr_ratio=0.1,
+    # The paper: lr 1e-6, warmup 10%, cosine to 0.1 x lr, weight decay 0, clip 1.0.
+    c.optim = ConfigDict(dict(lr=1e-6, warmup_ratio=0.1, min_lr_ratio=0.1,
                               weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0))
+
+    # -- small runs: every override in one block -----------------------------------
+    if preset == "tiny":
+        c.data.cutoff_len = 512
+        c.train.global_batch = 8
+        c.train.micro_batch = 4
+        c.train.epochs = 2
+        c.train.save_every = 2
+        c.train.tensorboard = False
+        c.optim.lr = 1e-4
     return c

@@ -70,6 +70,24 @@ def test_paper_defaults_are_the_authors():
     assert load_config("sft.py", "qwen3_4b_instruct_2507").optim.weight_decay == 0.0
 
 
+def test_paper_budgets_and_schedule_are_the_papers():
+    """The paper's numbers (its method section and the authors' SFT script), written once
+    in configs/int.py and sft.py; the `tiny` overrides never leak into `paper`."""
+    c = load_config("int.py", "paper")
+    assert c.model.preset == "qwen3_4b_instruct_2507" and c.run.name == "int"
+    for name in ("rollout", "propose", "continuation", "reflect"):
+        section = c[name]
+        assert section.sampling.to_dict() == dict(temperature=0.7, top_p=0.8, top_k=20), name
+        assert section.max_new_tokens == 16384, name
+    assert c.propose.guided_max_new_tokens == 16384
+    assert c.propose.context_limit == c.reflect.context_limit == 30000  # chats cut at 30k
+    assert (c.rollout.n, c.continuation.m, c.reflect.n) == (4, 32, 1)
+    sft = load_config("sft.py", "qwen3_4b_instruct_2507")
+    assert (sft.optim.lr, sft.optim.warmup_ratio, sft.optim.min_lr_ratio) == (1e-6, 0.1, 0.1)
+    assert (sft.train.epochs, sft.train.global_batch, sft.data.cutoff_len) == (4, 64, 16384)
+    assert sft.train.tensorboard and sft.data.add_end_of_turn is False
+
+
 def test_a_continuation_is_graded_on_its_own_text(tmp_path):
     """A `\\boxed{gold}` inside the prefix or the intervention never makes an unfinished
     continuation correct: only what the model wrote after the prefix is graded."""

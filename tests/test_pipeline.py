@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from int_jax.config_io import load_config_file
+from int_jax.config_io import import_config, load_config_file
 from int_jax.data.records import (Continuation, EvalSample, Intervention, Problem, Proposal,
                                   Rollout, SFTExample, read_records)
 from int_jax.stages import base, demo, pipeline
@@ -68,6 +68,21 @@ def test_shared_module_is_imported_once():
     assert a.int.to_dict() == b.int.to_dict()
     mods = [m for name, m in sys.modules.items() if name.endswith(".experiments.common")]
     assert len(mods) == 1
+
+
+def test_config_files_load_each_other_by_import(monkeypatch):
+    """demo.py, eval.py and grpo.py reach configs/int.py (and grpo.py eval.py) through
+    `import_config`, as the experiment rows reach common.py: the one imported module,
+    never a copy of the file executed by path."""
+    calls = []
+    for name in ("int", "eval"):
+        module = import_config(name, ROOT / "configs")
+        real = module.get_config
+        monkeypatch.setattr(module, "get_config",
+                            lambda arg, name=name, real=real: calls.append((name, arg)) or real(arg))
+    for file, arg in (("demo.py", "scripted"), ("eval.py", "tiny"), ("grpo.py", "release")):
+        load_config_file(ROOT / "configs" / file, arg)
+    assert calls == [("int", "tiny"), ("int", "tiny"), ("eval", "paper"), ("int", "paper")]
 
 
 def test_stage_configs_chain_through_the_run_folder(tmp_path):
