@@ -1,12 +1,15 @@
 """Shared benchmark plumbing: a ~100M random Qwen3 and interleaved timing.
 
 Machines are shared and noisy, so ours and the peer are timed alternately in
-the same process and compared by the ratio of medians.
+the same process and compared by the ratio of medians, and every result file records
+the load average when the benchmark started and when it wrote its result (a figure
+taken while anything else ran is not a figure).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 RESULTS = Path(__file__).parent / "results"
+LOAD_AT_START = os.getloadavg()  # this module is imported before any work starts
 
 # ~100M parameters: 25M embeddings + 12 layers x 6.3M.
 SMALL_100M = dict(vocab_size=32768, hidden_size=768, intermediate_size=2048, num_layers=12,
@@ -75,5 +79,9 @@ def report_peak_memory(lines: list[str], data: dict) -> None:
 def write_result(name: str, lines: list[str], data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.txt"
+    fmt = lambda load: " ".join(f"{x:.2f}" for x in load)  # noqa: E731
+    start, end = fmt(LOAD_AT_START), fmt(os.getloadavg())
+    lines = [*lines, f"load average (1, 5, 15 min): start {start}, end {end}"]
+    data = {**data, "load_average_start": start, "load_average_end": end}
     out.write_text("\n".join(lines) + "\n\n" + json.dumps(data, indent=2) + "\n")
     return out

@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--attention", default="xla")
+    ap.add_argument("--attention", default="auto",
+                    help="attention_impl (auto: what the model configs run, resolved per backend)")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="device bf16 peak, for the fraction")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--out", default="forward_cpu")
@@ -75,8 +76,10 @@ def main() -> None:
         largest = max(p.numel() * p.element_size() for p in peer.parameters())
 
         tracemalloc.start()
-        model = hf.from_pretrained(tmp, dtype=dtype, param_dtype=dtype,
-                                   attention_impl=args.attention)
+        from int_jax.models import attention  # noqa: PLC0415
+
+        kernel = attention.resolve(args.attention, jax.default_backend(), packed=False, dtype=dtype)
+        model = hf.from_pretrained(tmp, dtype=dtype, param_dtype=dtype, attention_impl=kernel)
         _, load_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     if args.no_peer:
@@ -107,7 +110,7 @@ def main() -> None:
     flops = forward_flops(model.config, tokens, args.seq)
     lines = [f"device: {common.device_name()}",
              f"model: {n_params / 1e6:.1f}M params, {args.dtype}, batch {args.batch} x seq {args.seq}, "
-             f"attention={args.attention}, torch threads {torch.get_num_threads()}"]
+             f"attention={kernel} (--attention {args.attention}), torch threads {torch.get_num_threads()}"]
     data = {"device": common.device_name(), "params": n_params, "seq": args.seq, "batch": args.batch,
             "dtype": args.dtype}
     for name, sec in med.items():
