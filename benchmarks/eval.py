@@ -10,8 +10,9 @@ top-p 0.8, top-k 20), with no stop tokens so every sample runs to the limit:
 
 * ours, prefill shared: one `JetStreamSampler.generate(prompts, K)` call; the engine's
   prefix cache prefills each prompt once and its K samples reuse that KV;
-* ours, prefill not shared: the same call with the prefix cache off
-  (`prefix_cache_entries=0`), so every sample prefills its prompt;
+* ours, prefill not shared: the same call with `share_prompts=False`, so every sample
+  prefills its own copy of its prompt into pages of its own (an engine without prefix
+  sharing); its line reports K prefills per problem and no reuse;
 * transformers: `generate(prompt, num_return_sequences=K)` per problem (it expands the
   prompt K times and prefills every copy).
 
@@ -76,8 +77,11 @@ def main() -> None:
         while True:
             yield [list(rng.randint(0, cfg.vocab_size, args.prompt_len)) for _ in range(args.problems)]
 
-    warm_prompts = next(prompt_sets(1))[:1]
     k, new = args.samples, args.new_tokens
+    # Warm-up: one round of the decode slots filled as the timed call fills them (K samples
+    # of each prompt), so the prefill batch shapes a variant runs are compiled before timing
+    # (without sharing, K copies of a prompt go 8 to a prefill call).
+    warm_prompts = next(prompt_sets(1))[:max(1, min(args.problems, args.slots // k))]
     tokens = args.problems * k * new
     max_len = 1 << (args.prompt_len + new - 1).bit_length()
     bucket = 1 << (args.prompt_len - 1).bit_length()
@@ -89,11 +93,11 @@ def main() -> None:
             cache_dtype=args.dtype, stop_ids=(), progress=False, prefix_cache_entries=args.problems),
         "prefill not shared": JetStreamSampler(
             model, None, slots=args.slots, max_len=max_len, buckets=(bucket,), max_prefill_length=bucket,
-            cache_dtype=args.dtype, stop_ids=(), progress=False, prefix_cache_entries=0),
+            cache_dtype=args.dtype, stop_ids=(), progress=False, share_prompts=False),
     }
     warm = {}
     for name, s in samplers.items():
-        s.generate(warm_prompts, 2, sp, new, seed=1)  # compile + warm up
+        s.generate(warm_prompts, k, sp, new, seed=1)  # compile + warm up
         warm[name] = (s.engine.compile_stats.count, s.engine.compile_stats.seconds)
     fns = {name: (lambda s=s, sets=prompt_sets(0): s.generate(next(sets), k, sp, new, seed=0))
            for name, s in samplers.items()}

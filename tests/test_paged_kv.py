@@ -10,6 +10,8 @@
 * With a pool too small for all requests at once, every request completes with the same
   tokens as with a large pool (requests wait), through the sampler and through
   JetStream's Driver; after every run, failed ones included, every page is free.
+* With `share_prompts=False` every sample prefills its own prompt into pages of its own,
+  none cached, and samples the same tokens as with sharing.
 * A request that could never fit is a clear error at the start.
 
 Tolerances: fp32 rounding bounds from tests/numerics.py (the chain of reductions each
@@ -117,9 +119,9 @@ def test_unknown_paged_kernel_is_an_error():
 # --------------------------------------------------------------------------- host accounting
 
 
-def _manager(pages=20, slots=4, shards=1, cache=4):
+def _manager(pages=20, slots=4, shards=1, cache=4, share_prompts=True):
     return pages_lib.PageManager(shards=shards, pages_per_shard=pages, page_size=PAGE, slots=slots,
-                                 max_len=MAX_LEN, cache_entries=cache)
+                                 max_len=MAX_LEN, cache_entries=cache, share_prompts=share_prompts)
 
 
 def test_shared_prompt_pages_copy_only_the_partial_page():
@@ -151,6 +153,23 @@ def test_shared_prompt_pages_copy_only_the_partial_page():
     assert m.pages_in_use(exclude_cache=True) == 0 and m.pages_in_use() == 3
     m.forget_cache()
     assert m.pages_in_use() == 0 and m.free_pages() == 19  # all but the null page
+
+
+def test_unshared_prompts_take_pages_of_their_own_and_stay_out_of_the_cache():
+    m = _manager(share_prompts=False)
+    key = ("v0", b"prompt")
+    first, logits = m.admit(key, length=10, max_new=3, n=3)  # one sample, whatever n says
+    assert logits is None and len(first) == 1 and not m.cache
+    m.remember(key, "logits")
+    (second,), logits = m.admit(key, length=10, max_new=3)
+    assert logits is None and not set(second.pages) & set(first[0].pages)  # prefilled again
+    assert (m.misses, m.hits) == (2, 0)
+    assert list(m.refs[list(second.pages)]) == [1, 1, 1]
+    for slot, hold in enumerate(first + [second]):
+        _, _, copies = m.insert(hold, slot, tag=slot)
+        assert copies == []  # its own partial page: written in place
+        m.finished(m.bound[slot], tag=slot)
+    assert m.pages_in_use() == 0 and m.free_pages() == 19
 
 
 def test_growth_stays_within_the_reservation_and_admission_waits():
@@ -315,6 +334,33 @@ def test_small_pool_waits_and_gives_the_same_tokens(model):
     for s in (big, small):  # every page free after the run, nothing reclaimed by force
         assert s.engine.pages.pages_in_use() == 0
         assert s.engine.pages.free_pages() == s.engine.pages.pages_per_shard - 1
+
+
+def test_unshared_prompts_prefill_every_sample_and_give_the_same_tokens(model):
+    """share_prompts=False (benchmarks/eval.py's 'not shared'): one prefill per sample, into
+    pages of its own, and the same tokens as with sharing (a sample's random stream depends
+    only on seed, request and position; its prompt's keys and values are the same)."""
+    # One prefill bucket and batches of up to 4 prompts: few programs to compile.
+    kw = dict(slots=4, max_len=MAX_LEN, buckets=(16,), max_prefill_length=16, max_prefill_batch=4,
+              page_size=PAGE, cache_dtype=jnp.float32, stop_ids=(), progress=False,
+              kv_pool_bytes=64 * PAGE_BYTES)
+    shared = JetStreamSampler(model, None, **kw)
+    alone = JetStreamSampler(model, None, share_prompts=False, **kw)
+    prefilled = []  # prompts each prefill call of `alone` ran
+    real = alone.engine.core.prefill
+    alone.engine.core.prefill = lambda params, prompts: prefilled.append(len(prompts)) or real(
+        params, prompts)
+    args = dict(n=3, sampling=SAMPLED, max_new_tokens=6, seed=5)
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[3]]  # 3, 5 and 9 tokens: partial last pages
+    want = shared.generate(prompts, **args)
+    got = alone.generate(prompts, **args)
+    assert [[c.tokens for c in row] for row in got] == [[c.tokens for c in row] for row in want]
+    assert sum(prefilled) == len(prompts) * 3  # every sample prefilled its prompt
+    assert alone.engine.prefix_cache_stats == (0, len(prompts) * 3)  # (shared, prefilled)
+    assert shared.engine.prefix_cache_stats == (len(prompts) * 2, len(prompts))
+    pages = alone.engine.pages
+    assert not pages.cache and pages.pages_in_use() == 0
+    assert pages.free_pages() == pages.pages_per_shard - 1  # all but the null page
 
 
 def _driver_generate(engine, prompts, n, sampling, max_new, seed):

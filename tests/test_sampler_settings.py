@@ -51,6 +51,8 @@ def test_settings_are_frozen_checked_and_normalised():
         SamplerSettings(slots=0)
     with pytest.raises(ValueError, match="unknown dtype"):
         SamplerSettings(cache_dtype="int8")
+    with pytest.raises(ValueError, match=r"sampler.share_prompts='no': must be True or False"):
+        SamplerSettings(share_prompts="no")  # a truthy string must not mean True
 
 
 def test_unknown_config_keys_are_errors_and_stage_keys_are_skipped():

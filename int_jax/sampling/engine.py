@@ -24,7 +24,8 @@ Side channels JetStream lacks:
 Identical prompts are prefilled once: the prompt cache keeps a prompt's pages (and
 last logits) by reference, so n samples or 32 continuations of one prefix cost one
 prefill and n first-token draws; it is bounded in entries and its pages are the
-first reclaimed when the pool runs short.
+first reclaimed when the pool runs short. With `share_prompts=False` every sample
+prefills its prompt into pages of its own (the engine without prefix sharing).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class Qwen3Engine(engine_api.Engine):
         self.pages = pages_lib.PageManager(
             shards=lay.shards, pages_per_shard=lay.pages_per_shard, page_size=lay.page_size,
             slots=settings.slots, max_len=settings.max_len,
-            cache_entries=settings.prefix_cache_entries)
+            cache_entries=settings.prefix_cache_entries, share_prompts=settings.share_prompts)
         self._tags = itertools.count(1 << 24)  # unbound requests (gRPC); rollouts use 0..N
         # Receives every step's host rows (numpy int32 [rows, decode.OUT_WIDTH]).
         self.listener: Callable[[np.ndarray], None] | None = None

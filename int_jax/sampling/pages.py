@@ -6,6 +6,8 @@ shared by every sample of it and by the prompt cache; a sequence writes only its
 pages: from the page holding its first new position on. When that page still holds
 the shared prompt's last, partial page, the sequence gets a fresh copy of it (the one
 page ever copied). Pages return to the free list when nobody holds them.
+With `share_prompts=False` nothing is shared: each admission takes one sample, with
+prompt pages of its own that its caller prefills, and nothing enters the prompt cache.
 
 Admission reserves, for each admitted sample, every page it could ever need
 (`own_pages`: up to its max_new_tokens or max_len), so a running sequence never finds
@@ -85,12 +87,13 @@ class _Cached:
 
 class PageManager:
     def __init__(self, *, shards: int, pages_per_shard: int, page_size: int, slots: int,
-                 max_len: int, cache_entries: int):
+                 max_len: int, cache_entries: int, share_prompts: bool = True):
         if slots % shards:
             raise ValueError(f"sampler.slots={slots} must be a multiple of the data-parallel "
                              f"shards ({shards}: the mesh axes of the cache_batch rule)")
         self.shards, self.pages_per_shard, self.page_size = shards, pages_per_shard, page_size
         self.slots, self.max_len, self.cache_entries = slots, max_len, int(cache_entries)
+        self.share_prompts = bool(share_prompts)
         self.rows_per_shard = slots // shards
         self._cond = threading.Condition()
         self._stop = False
@@ -244,8 +247,11 @@ class PageManager:
         is False. `logits`: the prompt's, when its pages are shared or copied (a `Pending`
         while its prefill has not run yet); None when the caller must prefill its pages.
         With `key` (and the prompt cache on), later admissions of the prompt share its
-        pages in this shard and copy them into other shards."""
+        pages in this shard and copy them into other shards. Without `share_prompts`:
+        one sample, its own prompt pages to prefill, `key` ignored."""
         self.check_fits(length, max_new)
+        if not self.share_prompts:
+            key, n, min_n = None, 1, min(min_n, 1)
         with self._cond:
             while True:
                 if block and self._stop:

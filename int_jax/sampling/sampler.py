@@ -9,7 +9,8 @@ an exception here and leaves the sampler usable for the next call. Compiled prog
 live in the engine and are reused across calls.
 
 Continuing a partial assistant message is just a longer prompt; identical prompts (n
-samples, or 32 continuations of one prefix) are prefilled once and share their pages.
+samples, or 32 continuations of one prefix) are prefilled once and share their pages
+(each sample prefills its own with `sampler.share_prompts=False`).
 """
 
 from __future__ import annotations

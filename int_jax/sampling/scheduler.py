@@ -8,7 +8,8 @@ prompt per call. This loop, in the caller's thread, runs the same engine methods
 * admission by memory: a request starts when the pool can hold every page it may
   need (`engine.admit`, never blocking); otherwise it waits, in order, until
   finished sequences give pages back. Samples of one prompt are admitted together
-  when they fit, else as many as fit (the rest share the cached prompt later);
+  when they fit, else as many as fit (the rest share the cached prompt later); with
+  `share_prompts=False` each sample is admitted alone, with a prefill of its own;
 * several prompts admitted together are prefilled in one call (`prefill_admitted`);
 * one decode step in flight: step t+1 is dispatched before step t's rows are read.
 

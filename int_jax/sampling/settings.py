@@ -100,6 +100,11 @@ class SamplerSettings:
     pad_id: int = QWEN3_PAD_ID  # what JetStream's tokenizer reports; prompts are padded with 0
     max_top_k: int = 64  # top_k up to this uses lax.top_k; larger sorts the vocabulary
     prefix_cache_entries: int = 4  # prompts whose KV is kept (n samples, continuations)
+    # Identical prompts (n samples of one, 32 continuations of one prefix) prefilled once,
+    # their pages shared by reference. False: every sample prefills its own copy of its
+    # prompt into pages of its own, shared with nothing (no prompt cache either): what an
+    # engine without prefix sharing does, for measuring what sharing saves.
+    share_prompts: bool = True
     progress: bool = True  # a tqdm bar per generate call
     stall_timeout_s: float = 1800.0  # no request finishing for this long is an error
     use_tokenizer: bool = True  # from_config: load the model's tokenizer (False: ids as text)
@@ -119,6 +124,9 @@ class SamplerSettings:
                      "max_prefill_batch", "pad_id", "max_top_k", "prefix_cache_entries"):
             fix(name, int(getattr(self, name)))
         fix("stall_timeout_s", float(self.stall_timeout_s))
+        if not isinstance(self.share_prompts, (bool, np.bool_)):
+            raise ValueError(f"sampler.share_prompts={self.share_prompts!r}: must be True or False")
+        fix("share_prompts", bool(self.share_prompts))
         if self.slots < 1:
             raise ValueError(f"sampler.slots={self.slots}: need at least one decode slot")
         if self.max_len < 2:
