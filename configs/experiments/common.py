@@ -24,6 +24,8 @@ then imports the stage config files as its package siblings (`from .. import sft
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ml_collections import ConfigDict
 
 from int_jax.model_config import PRESETS
@@ -65,7 +67,8 @@ ROWS = {
         cell="Table 2, 'InT w/o correctness filter' (no verified-continuation check)"),
 }
 
-MODELS = ("qwen3_4b_instruct_2507", "tiny")  # the paper's model; the CPU-sized random one
+MODELS = ("qwen3_4b_instruct_2507", "tiny", "toy")  # the paper's model; the CPU-sized random one;
+# the running-sum miniature (a trained tiny base on a synthetic domain: the method working)
 
 # Hard-problem selection, when asked (`hard.pool`): the paper keeps problems with 0
 # correct of 64-128 samples; we take 64, the cheaper end.
@@ -75,18 +78,18 @@ HARD_SAMPLES = 64
 def experiment(row: str, arg: str = "qwen3_4b_instruct_2507") -> ConfigDict:
     if row not in ROWS:
         raise ValueError(f"unknown experiment row {row!r}; rows: {sorted(ROWS)}")
-    if arg not in PRESETS:
+    if arg not in PRESETS and arg != "toy":
         raise ValueError(f"configs/experiments/{row}.py: unknown model {arg!r}; use one of "
                          f"{MODELS} (or another preset of {PRESETS})")
     spec = ROWS[row]
-    tiny = arg == "tiny"
-    setting = "tiny" if tiny else "paper"  # what configs/int.py, eval.py, grpo.py call them
+    tiny, toy = arg == "tiny", arg == "toy"
+    setting = "tiny" if tiny or toy else "paper"  # what configs/int.py, eval.py, grpo.py call them
 
     c = ConfigDict()
     c.experiment = ConfigDict(dict(row=row, model=arg, stages=tuple(spec["stages"]),
                                    cell=spec["cell"], sft_set=spec.get("sft_set", "")))
     # The folder's name is the row's: the report finds a paper row by it (tiny: runs/tiny/<row>).
-    c.workdir = f"runs/tiny/{row}" if tiny else f"runs/{row}"
+    c.workdir = f"runs/{arg}/{row}" if tiny or toy else f"runs/{row}"
     c.base_model = ""  # HF folder of the start model; '' = the preset's random weights
     c.problems = ConfigDict(dict(
         train="",  # Problem JSONL: the hard training problems (rollouts, RL, eval's `train`)
@@ -102,11 +105,12 @@ def experiment(row: str, arg: str = "qwen3_4b_instruct_2507") -> ConfigDict:
     c.reuse = ConfigDict({stage: "" for stage in STAGES})
 
     c.int = int_file.get_config(setting)
-    c.sft = sft_file.get_config(arg + (f",{spec['sft_ablation']}" if "sft_ablation" in spec else ""))
+    ablation = f",{spec['sft_ablation']}" if "sft_ablation" in spec else ""
+    c.sft = sft_file.get_config(("tiny" if toy else arg) + ablation)
     c.grpo = grpo_file.get_config(setting + (f",{spec['grpo_variant']}" if "grpo_variant" in spec
                                              else ""))
     c.eval = eval_file.get_config(setting)
-    if not tiny and arg != "qwen3_4b_instruct_2507":  # another preset at the paper's settings
+    if setting == "paper" and arg != "qwen3_4b_instruct_2507":  # another preset at the paper's settings
         for section in (c.int, c.grpo, c.eval):
             model = section.model
             section.model = ConfigDict(dict(model.to_dict(), preset=arg))
@@ -137,5 +141,62 @@ def experiment(row: str, arg: str = "qwen3_4b_instruct_2507") -> ConfigDict:
         c.eval.eval.bootstrap = 50
         c.eval.eval.benchmarks = ConfigDict({"train": dict(path="", loader="problems", category="",
                                                            limit=0)})
+    # -- the running-sum miniature: every toy override in one block ---------------------
+    if toy:
+        _toy(c)
     return c
+
+
+# The miniature's committed base model and problem sets (`int-jax running-sum problems`,
+# `int-jax running-sum base --config=configs/running_sum.py`).
+TOY_BASE = "assets/running_sum/base"
+TOY_PROBLEMS = "assets/running_sum/problems"
+
+
+def _toy(c: ConfigDict) -> None:
+    """The running-sum miniature (int_jax/running_sum): the committed base model, its
+    character tokenizer's pad and stop ids, the toy's short templates and step label,
+    and budgets that run a row in minutes on 2 CPU cores."""
+    from int_jax.running_sum import chat
+    from int_jax.running_sum.tokenizer import sampler_ids
+
+    c.base_model = TOY_BASE
+    c.problems.train = f"{TOY_PROBLEMS}/train_hard.jsonl"
+    ids = sampler_ids(Path(__file__).resolve().parents[2] / TOY_BASE)  # the repository's
+    for section in (c.int, c.grpo, c.eval):
+        for name, path in chat.prompt_paths().items():
+            if name in section.prompts:
+                section.prompts[name] = path
+        section.sampler.pad_id = ids["pad_id"]
+        section.sampler.stop_ids = ids["stop_ids"]
+        section.sampler.slots = 32  # many short sequences decode together
+        section.sampler.max_len = 1024
+        section.sampler.max_prefill_length = 960
+        section.grading.workers = 1
+    c.int.steps.update(chat.step_values())
+    c.int.run.progress = False
+    c.int.rollout.update(n=4, max_new_tokens=160, batch_size=64)
+    c.int.propose.update(k=2, guided_per="problem", guided_max_new_tokens=160,
+                         max_new_tokens=80, context_limit=960, batch_size=64)
+    c.int.continuation.update(m=4, max_new_tokens=160, batch_size=32)
+    c.int.reflect.update(max_new_tokens=160, context_limit=960, batch_size=64)
+    c.hard.n = 8
+    # SFT from the base: short rows, a few epochs over a few hundred examples.
+    c.sft.data.cutoff_len = 512
+    c.sft.train.update(global_batch=16, micro_batch=0, epochs=3, save_every=1000,
+                       tensorboard=False)
+    c.sft.optim.lr = 3e-4
+    # GRPO: a few steps of 8 problems x 8 samples.
+    c.grpo.grpo.update(n=8, prompts_per_step=8, prompts_per_update=8, micro_batch=0,
+                       max_new_tokens=160, max_prompt_len=512, loss_chunk_size=256)
+    c.grpo.optim.lr = 1e-4
+    c.grpo.train.update(steps=10, save_every=5, tensorboard=False, progress=False)
+    # Eval: the held-out hard set (the comparison), the easy set, the training set.
+    c.eval.eval.update(k=8, max_new_tokens=160, batch_size=16, bootstrap=200)
+    c.eval.eval.benchmarks = ConfigDict({
+        "heldout_hard": dict(path=f"{TOY_PROBLEMS}/heldout_hard.jsonl", loader="problems",
+                             category="", limit=0),
+        "easy": dict(path=f"{TOY_PROBLEMS}/easy.jsonl", loader="problems", category="", limit=0),
+        "train": dict(path="", loader="problems", category="", limit=0),
+    })
 

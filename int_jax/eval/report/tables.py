@@ -335,5 +335,26 @@ def funnel_table(c: Collection) -> Table:
                  tuple(cols), tuple(rows))
 
 
+def other_benchmarks_table(c: Collection) -> Table | None:
+    """pass@1 on the benchmarks outside the paper's columns (the running-sum miniature's
+    held-out and easy sets), one row per run folder with an eval stage; None when no run
+    has one, so a paper report keeps its five tables."""
+    paper_names = {bench for bench, _, _ in MAIN_COLUMNS}
+    runs = [r for r in c.runs if r.is_experiment and r.eval is not None]
+    names = sorted({b for r in runs for b in r.eval.summaries} - paper_names)
+    if not names:
+        return None
+    cols = (Column("experiment", "experiment"),
+            *(Column(b, f"{b} pass@1", "rate") for b in names))
+    rows = tuple({"experiment": Cell.text(r.name), **{b: pass_cell(r, b, 1) for b in names}}
+                 for r in runs)
+    return Table("other_benchmarks", "Other benchmarks: pass@1",
+                 "Benchmarks of the eval stages outside the paper's columns, from "
+                 "eval/summary_<benchmark>.json (pass_at_k.1); no paper figure exists for them.",
+                 cols, rows)
+
+
 def all_tables(c: Collection) -> tuple[Table, ...]:
-    return (main_table(c), table1(c), table2(c), diagnostics_table(c), funnel_table(c))
+    other = other_benchmarks_table(c)
+    return (main_table(c), table1(c), table2(c), diagnostics_table(c), funnel_table(c),
+            *((other,) if other is not None else ()))
