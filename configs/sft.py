@@ -51,7 +51,9 @@ def get_config(arg: str = "tiny"):
 
     c.train = ConfigDict()
     c.train.global_batch = 64  # paper: 64 examples (rows when packing) per step
-    c.train.micro_batch = 0  # rows per accumulation step; 0: no accumulation
+    # Rows per accumulation step (0: the whole batch at once): one 16K-token row per chip
+    # of an 8-chip host (`int-jax plan 8xh100`; the launchers set it per target).
+    c.train.micro_batch = 8
     c.train.epochs = 4  # paper
     c.train.max_steps = -1  # > 0: stop early
     c.train.seed = 0

@@ -1,9 +1,11 @@
 """Launchers' dry runs: the exact commands a TPU slice or a SLURM job would get, and the
 multi-host start-up contract they rely on."""
 
+import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import pytest
@@ -12,9 +14,10 @@ from int_jax.launch import gpu, tpu
 from int_jax.launch.presets import GPU_NODES, TPU_SLICES
 from int_jax.models import sharding
 
+ROOT = Path(__file__).resolve().parent.parent
 WHERE = ["--name", "int-v5p", "--zone", "us-east5-a", "--project", "proj"]
 CMD = ["pipeline", "--config=configs/experiments/int_rl.py:qwen3_4b_instruct_2507",
-       "--config.model.hf_path=/data/Qwen3 4B"]
+       "--config.base_model=/data/Qwen3 4B"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +29,27 @@ def nothing_runs(monkeypatch):
 
 
 def dry(module, argv, capsys) -> list[str]:
+    """The printed commands of a dry run (its plan verdict, a `# plan:` line, left out)."""
     assert module.main([argv[0], "--dry-run", *argv[1:]]) == 0
-    return capsys.readouterr().out.splitlines()
+    return [line for line in capsys.readouterr().out.splitlines()
+            if not line.startswith("# plan: ")]
+
+
+def preset_words(devices: int, distributed: bool, reserve_gib: int):
+    """The words a launcher adds to the pipeline command CMD (int_rl: sections eval,
+    grpo, int, sft), by hand: every chip on fsdp, one row per chip per micro-batch, GRPO's
+    sampler reserve."""
+    out = []
+    for section in ("eval", "grpo", "int", "sft"):
+        out += [f"--config.{section}.model.mesh.data=1",
+                f"--config.{section}.model.mesh.fsdp={devices}",
+                f"--config.{section}.model.mesh.tensor=1"]
+        out += [f"--config.{section}.model.distributed=True"] if distributed else []
+        out += {"sft": [f"--config.sft.train.micro_batch={devices}"],
+                "grpo": [f"--config.grpo.grpo.micro_batch={devices}",
+                         f"--config.grpo.sampler.kv_reserve_bytes={reserve_gib << 30}"],
+                }.get(section, [])
+    return out
 
 
 def ssh_command(line: str) -> tuple[list[str], list[str]]:
@@ -39,13 +61,13 @@ def ssh_command(line: str) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("name", sorted(TPU_SLICES))
 def test_tpu_run_sends_one_command_to_every_worker(name, capsys):
-    (line,) = dry(tpu, ["run", *WHERE, "--slice", name, "--", *CMD], capsys)
+    # The settings per slice (the plan's verdicts: tests/test_plan.py, and below).
+    (line,) = dry(tpu, ["run", *WHERE, "--slice", name, "--skip-plan", "--", *CMD], capsys)
     argv, words = ssh_command(line)
     assert argv[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "int-v5p"]
     assert "--worker=all" in argv and "--zone=us-east5-a" in argv and "--project=proj" in argv
-    chips = TPU_SLICES[name].chips
-    assert words == [*CMD, "--config.model.mesh.data=1", f"--config.model.mesh.fsdp={chips}",
-                     "--config.model.mesh.tensor=1", "--config.model.distributed=True"]
+    s = TPU_SLICES[name]
+    assert words == [*CMD, *preset_words(s.chips, True, s.train.grpo_reserve_gib)]
     assert line.count("cd int-jax && ") == 1
 
 
@@ -60,11 +82,13 @@ def test_a_dry_run_flag_typed_after_the_command_still_only_prints(module, argv, 
 
 
 def test_tpu_lifecycle_commands(capsys):
-    (create,) = dry(tpu, ["create", *WHERE, "--slice", "v6e-64", "--spot"], capsys)
+    (create,) = dry(tpu, ["create", *WHERE, "--slice", "v6e-64", "--spot", "--skip-plan"],
+                    capsys)
     assert shlex.split(create) == ["gcloud", "compute", "tpus", "tpu-vm", "create", "int-v5p",
                                    "--zone=us-east5-a", "--project=proj",
                                    "--accelerator-type=v6e-64", "--version=v2-alpha-tpuv6e", "--spot"]
-    (queued,) = dry(tpu, ["create", *WHERE, "--slice", "v5p-128", "--queued"], capsys)
+    (queued,) = dry(tpu, ["create", *WHERE, "--slice", "v5p-128", "--queued", "--skip-plan"],
+                    capsys)
     assert shlex.split(queued)[:6] == ["gcloud", "compute", "tpus", "queued-resources", "create",
                                        "int-v5p"]
     assert "--node-id=int-v5p" in queued and "--runtime-version=v2-alpha-tpuv5" in queued
@@ -102,13 +126,12 @@ def test_tpu_run_without_a_command_and_a_bad_bucket_fail_clearly():
 def test_gpu_local_uses_every_gpu_of_the_node(capsys):
     (line,) = dry(gpu, ["local", "--node", "8xh100", "--", *CMD], capsys)
     assert shlex.split(line) == ["env", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.92", ".venv/bin/int-jax",
-                                 *CMD, "--config.model.mesh.data=1", "--config.model.mesh.fsdp=8",
-                                 "--config.model.mesh.tensor=1"]
+                                 *CMD, *preset_words(8, False, GPU_NODES["8xh100"].train.grpo_reserve_gib)]
 
 
 def test_slurm_job_runs_the_same_command_once_per_node(capsys):
     lines = dry(gpu, ["slurm", "--node", "8xh200", "--nodes", "4", "--partition", "gpu",
-                      "--port", "9000", "--", *CMD], capsys)
+                      "--port", "9000", "--skip-plan", "--", *CMD], capsys)
     script = "\n".join(lines)
     assert "#SBATCH --nodes=4" in script and "#SBATCH --ntasks-per-node=1" in script
     assert "#SBATCH --gpus-per-node=8" in script and "#SBATCH --partition=gpu" in script
@@ -119,8 +142,7 @@ def test_slurm_job_runs_the_same_command_once_per_node(capsys):
     inner = shlex.split(srun)[-1]  # what each task's bash runs
     assert inner.startswith('export INT_JAX_PROCESS_ID="$SLURM_PROCID"; exec .venv/bin/int-jax ')
     words = shlex.split(inner.split(".venv/bin/int-jax ", 1)[1])
-    assert words == [*CMD, "--config.model.mesh.data=1", "--config.model.mesh.fsdp=32",
-                     "--config.model.mesh.tensor=1", "--config.model.distributed=True"]
+    assert words == [*CMD, *preset_words(32, True, GPU_NODES["8xh200"].train.grpo_reserve_gib)]
     assert lines[-1] == "sbatch runs/slurm/int-jax.sbatch"
     # The script is valid bash.
     script_text = script.split("\n", 1)[1] + "\n"
@@ -154,8 +176,56 @@ def test_distributed_start_up_reads_the_launchers_variables(monkeypatch):
     assert len(calls) == 2
 
 
-def test_the_launchers_run_as_modules():
-    out = subprocess.run([sys.executable, "-m", "int_jax.launch.tpu", "run", *WHERE, "--slice",
-                          "v5p-8", "--dry-run", "--", "stats", "--config=configs/int.py:paper"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.startswith("gcloud compute tpus tpu-vm ssh"), out.stderr
+def test_the_launch_script_runs_the_module_and_its_plan():
+    out = subprocess.run(["launch/tpu/slice.sh", "run", *WHERE, "--slice", "v5p-8", "--dry-run",
+                          "--", "stats", "--config=configs/int.py:paper"], cwd=ROOT,
+                         env={**os.environ, "PYTHON": sys.executable},
+                         capture_output=True, text=True, timeout=180)
+    verdict, command = out.stdout.splitlines()
+    assert out.returncode == 0 and command.startswith("gcloud compute tpus tpu-vm ssh"), out.stderr
+    assert verdict.startswith("# plan: .venv/bin/int-jax plan v5p-8 --config=configs/int.py:paper")
+    assert verdict.endswith(": fits") and "memory plan on v5p-8: 4 devices" in out.stderr
+
+
+SFT = ["sft", "--config=configs/sft.py:qwen3_4b_instruct_2507"]
+
+
+def test_a_fitting_preset_prints_its_plan_then_proceeds(capsys):
+    assert tpu.main(["create", *WHERE, "--slice", "v5p-8", "--dry-run", "--", *SFT]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # v5p-8: 4 chips, one 16K-token row per chip per micro-batch.
+    plan = [".venv/bin/int-jax", "plan", "v5p-8", SFT[1], "--config.model.mesh.data=1",
+            "--config.model.mesh.fsdp=4", "--config.model.mesh.tensor=1",
+            "--config.model.distributed=True", "--config.train.micro_batch=4"]
+    assert out[0] == f"# plan: {shlex.join(plan)}: fits"
+    assert out[1].startswith("gcloud compute tpus tpu-vm create int-v5p ") and len(out) == 2
+
+
+# No remat at 16K tokens: every layer keeps all of its activations (~19 GiB per row).
+NO_REMAT = [*SFT, "--config.model.remat=none"]
+
+
+@pytest.mark.parametrize("module,argv,target", [
+    (tpu, ["create", *WHERE, "--slice", "v6e-8", "--", *NO_REMAT], "v6e-8"),
+    (tpu, ["run", *WHERE, "--slice", "v6e-8", "--", *NO_REMAT], "v6e-8"),
+    (gpu, ["slurm", "--node", "8xh100", "--nodes", "1", "--", *NO_REMAT], "8xh100"),
+    (gpu, ["local", "--node", "8xh100", "--", *NO_REMAT], "8xh100"),
+])
+def test_a_plan_that_does_not_fit_stops_before_any_command(module, argv, target, capsys):
+    with pytest.raises(SystemExit) as e:
+        module.main([argv[0], "--dry-run", *argv[1:]])
+    message = str(e.value.code)
+    assert f"the memory plan on {target} does not fit, so nothing was created or run" in message
+    assert "the train step needs" in message and "--skip-plan" in message
+    assert capsys.readouterr().out == ""  # no gcloud, sbatch or srun line, no job script
+
+
+def test_skip_plan_launches_without_the_check(capsys):
+    assert gpu.main(["local", "--node", "8xh100", "--dry-run", "--skip-plan", "--",
+                     *NO_REMAT]) == 0
+    verdict, command = capsys.readouterr().out.splitlines()
+    assert verdict.startswith("# plan: .venv/bin/int-jax plan 8xh100 --config=configs/sft.py:")
+    assert verdict.endswith(": skipped (--skip-plan)")
+    assert command.startswith("env XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 .venv/bin/int-jax sft ")
+    with pytest.raises(SystemExit, match="or --skip-plan"):
+        tpu.main(["create", *WHERE, "--slice", "v5p-8", "--dry-run"])

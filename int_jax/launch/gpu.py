@@ -7,7 +7,11 @@
             which `models.sharding.maybe_initialize_distributed` reads
 
 `--dry-run` prints the command (and, for `slurm`, the whole job script) instead of
-running it. Both add the node's mesh preset (`presets.GPU_NODES`).
+running it. Both check the command's memory plan on the node(s) first
+(`plan_check.py`: `int-jax plan`, printed with its verdict; a plan that does not fit
+stops here, before anything is written or run; `--skip-plan` skips the check) and add
+the node's preset (`presets.GPU_NODES`: every GPU on fsdp, micro-batches of rows per
+GPU).
 
     python -m int_jax.launch.gpu slurm --node 8xh200 --nodes 2 --partition gpu --dry-run \\
         -- pipeline --config=configs/experiments/int_rl.py:qwen3_4b_instruct_2507
@@ -20,20 +24,27 @@ import shlex
 import sys
 from pathlib import Path
 
-from int_jax.launch.presets import GPU_NODES
+from int_jax.launch import plan_check
+from int_jax.launch.presets import GPU_MEM_FRACTION, GPU_NODES, target
 from int_jax.launch.shell import Shell, command_words, launcher_parser
 
-MEM_FRACTION = "0.92"  # XLA's share of each card; the rest is cuDNN workspace and NCCL buffers
+MEM_FRACTION = str(GPU_MEM_FRACTION)  # XLA_PYTHON_CLIENT_MEM_FRACTION (the plan assumes it)
+
+
+def _checked(a, sh: Shell, nodes: int) -> list[str]:
+    """The command's words with the nodes' preset, once its memory plan fits."""
+    return plan_check.prepare(a.command, target(a.node, nodes), distributed=a.action == "slurm",
+                              skip_plan=a.skip_plan, out=sh.out,
+                              who=f"int_jax.launch.gpu {a.action}")
 
 
 def local(a, sh: Shell) -> None:
-    words = [*a.command, *GPU_NODES[a.node].mesh_flags(1)]
+    words = _checked(a, sh, 1)
     sh.run(["env", f"XLA_PYTHON_CLIENT_MEM_FRACTION={MEM_FRACTION}", ".venv/bin/int-jax", *words])
 
 
-def job_script(a) -> str:
+def job_script(a, words: list[str]) -> str:
     node = GPU_NODES[a.node]
-    words = [*a.command, *node.mesh_flags(a.nodes), "--config.model.distributed=True"]
     per_task = ('export INT_JAX_PROCESS_ID="$SLURM_PROCID"; exec .venv/bin/int-jax '
                 + shlex.join(words))
     lines = ["#!/usr/bin/env bash",
@@ -60,7 +71,7 @@ def job_script(a) -> str:
 
 
 def slurm(a, sh: Shell) -> None:
-    script = job_script(a)
+    script = job_script(a, _checked(a, sh, a.nodes))
     path = Path("runs/slurm") / f"{a.job_name}.sbatch"
     if sh.dry_run:
         print(f"# {path}\n{script}", end="", file=sh.out)
@@ -85,7 +96,9 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--time", default="24:00:00")
             s.add_argument("--cpus-per-task", type=int, default=32)
             s.add_argument("--port", type=int, default=7777, help="the coordinator's port on node 0")
-        s.add_argument("command", nargs=argparse.REMAINDER, help="-- <int-jax command and flags>")
+        s.add_argument("--skip-plan", action="store_true", help=plan_check.SKIP_HELP)
+        s.add_argument("command", nargs=argparse.REMAINDER,
+                       help="-- <int-jax command and flags> (whose memory plan is checked)")
     return p
 
 

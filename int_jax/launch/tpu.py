@@ -8,9 +8,13 @@
     delete    tear the slice down
 
 Every action takes `--dry-run`: each `gcloud` / `gsutil` command is printed instead
-of run. `run` adds the slice's mesh preset (`presets.TPU_SLICES`) and
-`--config.model.distributed=True`; on a TPU VM `jax.distributed.initialize()` finds
-the coordinator and the process ids by itself, so every worker runs the same line.
+of run. `create` and `run` take the int-jax command after `--` and check its memory
+plan on the slice first (`plan_check.py`: `int-jax plan`, printed with its verdict; a
+plan that does not fit stops here, before the slice exists or anything runs;
+`--skip-plan` skips the check). `run` adds the slice's preset (`presets.TPU_SLICES`:
+every chip on fsdp, micro-batches of rows per chip, `model.distributed=True`); on a
+TPU VM `jax.distributed.initialize()` finds the coordinator and the process ids by
+itself, so every worker runs the same line.
 
     python -m int_jax.launch.tpu run --name int-v5p --zone us-east5-a --project P \\
         --slice v5p-32 --dry-run -- pipeline --config=configs/experiments/int_rl.py:qwen3_4b_instruct_2507
@@ -22,7 +26,8 @@ import argparse
 import shlex
 import sys
 
-from int_jax.launch.presets import TPU_SLICES
+from int_jax.launch import plan_check
+from int_jax.launch.presets import TPU_SLICES, target
 from int_jax.launch.shell import Shell, command_words, launcher_parser, remote_int_jax
 
 
@@ -35,8 +40,21 @@ def _ssh(a, worker: str, command: str) -> list[str]:
             f"--command={command}"]
 
 
+def _checked(a, sh: Shell) -> list[str]:
+    """The command's words with the slice's preset, once its memory plan fits."""
+    if not a.command:
+        raise SystemExit(f"int_jax.launch.tpu {a.action}: give the int-jax command after `--`, e.g. "
+                         "`-- pipeline --config=configs/experiments/int_rl.py:qwen3_4b_instruct_2507`"
+                         + (" (its memory plan is checked before the slice is created), or "
+                            "--skip-plan" if a.action == "create" else ""))
+    return plan_check.prepare(a.command, target(a.slice), distributed=True,
+                              skip_plan=a.skip_plan, out=sh.out, who=f"int_jax.launch.tpu {a.action}")
+
+
 def create(a, sh: Shell) -> None:
     s = TPU_SLICES[a.slice]
+    if a.command or not a.skip_plan:
+        _checked(a, sh)
     extra = ["--spot"] if a.spot else []
     if a.queued:
         sh.run(["gcloud", "compute", "tpus", "queued-resources", "create", a.name, f"--node-id={a.name}",
@@ -69,11 +87,7 @@ def download(a, sh: Shell) -> None:
 
 
 def run(a, sh: Shell) -> None:
-    if not a.command:
-        raise SystemExit("int_jax.launch.tpu run: give the int-jax command after `--`, e.g. "
-                         "`-- pipeline --config=configs/experiments/int_rl.py:qwen3_4b_instruct_2507`")
-    words = [*a.command, *TPU_SLICES[a.slice].mesh_flags(), "--config.model.distributed=True"]
-    sh.run(_ssh(a, "all", remote_int_jax(a.repo_dir, words)))
+    sh.run(_ssh(a, "all", remote_int_jax(a.repo_dir, _checked(a, sh))))
 
 
 def delete(a, sh: Shell) -> None:
@@ -97,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--repo-dir", default="int-jax", help="the checkout on every worker")
         if name in ("create", "run"):
             s.add_argument("--slice", required=True, choices=sorted(TPU_SLICES))
+            s.add_argument("--skip-plan", action="store_true", help=plan_check.SKIP_HELP)
         if name in ("create", "delete"):
             s.add_argument("--queued", action="store_true", help="through queued resources")
         if name == "create":
@@ -107,14 +122,15 @@ def parser() -> argparse.ArgumentParser:
         if name in ("upload", "download"):
             s.add_argument("--run", required=True, help="run folder, e.g. runs/int_rl")
             s.add_argument("--bucket", required=True, help="gs://bucket[/prefix]")
-        if name == "run":
-            s.add_argument("command", nargs=argparse.REMAINDER, help="-- <int-jax command and flags>")
+        if name in ("create", "run"):
+            s.add_argument("command", nargs=argparse.REMAINDER,
+                           help="-- <int-jax command and flags> (whose memory plan is checked)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    if a.action == "run":
+    if a.action in ("create", "run"):
         a.command, dry = command_words(a.command)
         a.dry_run = a.dry_run or dry
     if getattr(a, "bucket", None) and not a.bucket.startswith("gs://"):
