@@ -101,7 +101,8 @@ class Plan:
 def _train_lines(t, gib) -> list[str]:
     kernel = t.kernel if t.compiled_kernel in ("", t.kernel) else \
         f"{t.kernel} on the target, {t.compiled_kernel} compiled here in its place"
-    out = [f"  train step ({t.kind}): {t.rows} rows x {t.seq_len} tokens per device per "
+    out = [f"  train step ({t.kind}): {t.rows} row{'' if t.rows == 1 else 's'} x {t.seq_len} "
+           "tokens per device per "
            f"micro-batch, {t.accum} micro-batches per update; remat {t.remat}; attention {kernel}",
            f"    gradients         {gib(t.gradients)}",
            f"    accumulation      {gib(t.accumulation)}",
