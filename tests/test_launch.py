@@ -21,6 +21,12 @@ CMD = ["pipeline", "--config=configs/experiments/int_rl.py:qwen3_4b_instruct_250
 
 
 @pytest.fixture(autouse=True)
+def at_the_repository_root(monkeypatch):
+    """Launchers run from the checkout's root (the scripts cd there): config paths too."""
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True)
 def nothing_runs(monkeypatch):
     """A dry run must print, never execute: any real call fails the test."""
     def refuse(*args, **kwargs):

@@ -30,8 +30,9 @@ SKIP_HELP = "launch without checking the memory plan (int-jax plan) of the comma
 
 
 def config_of(words: Sequence[str]) -> ConfigDict | None:
-    """The config an int-jax command line builds (its `--config` and `--config.*`
-    words, as the command parses them), or None when it names none."""
+    """The config an int-jax command line builds (its `--config=FILE:ARG` and
+    `--config.KEY=VALUE` words, parsed as the command parses them), or None when it
+    names none."""
     from absl import flags  # noqa: PLC0415
     from ml_collections import config_flags  # noqa: PLC0415
 

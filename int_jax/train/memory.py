@@ -116,6 +116,7 @@ class TrainMemory:
 
 
 def kernel_here(kernel: str) -> str:
+    """The kernel compiled on this CPU for a target's `kernel` (itself where it can)."""
     return STAND_IN.get(kernel, kernel)
 
 
