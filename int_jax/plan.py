@@ -324,7 +324,9 @@ def _plan_sampler(out: Plan, config, arch, target, mesh, model_rules, state, sta
     problems = out.problems
     if pages < width + 2:
         problems.append(f"the pool ({max(pool, 0) / GIB:.2f} GiB per device) holds less than one "
-                        f"sequence of sampler.max_len={settings.max_len}")
+                        f"sequence of sampler.max_len={settings.max_len} (lower "
+                        f"config.{out.section}sampler.max_len or kv_reserve_bytes, or use more "
+                        "or larger chips)")
 
     def held(prompt: int, new: int) -> int:
         need = -(-prompt // settings.page_size) + (min(prompt + new, settings.max_len) - 1) \

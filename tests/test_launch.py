@@ -226,6 +226,14 @@ def test_a_plan_that_does_not_fit_stops_before_any_command(module, argv, target,
     assert capsys.readouterr().out == ""  # no gcloud, sbatch or srun line, no job script
 
 
+def test_the_gpu_script_stops_on_a_plan_that_does_not_fit():
+    out = subprocess.run(["launch/gpu/job.sh", "local", "--node", "8xh100", "--dry-run", "--",
+                          *NO_REMAT], cwd=ROOT, env={**os.environ, "PYTHON": sys.executable},
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "the memory plan on 8xh100 does not fit, so nothing was created or run" in out.stderr
+
+
 def test_skip_plan_launches_without_the_check(capsys):
     assert gpu.main(["local", "--node", "8xh100", "--dry-run", "--skip-plan", "--",
                      *NO_REMAT]) == 0
