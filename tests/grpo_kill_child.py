@@ -54,8 +54,8 @@ learner_lib.Learner.step = step
 if MODE == "sample":
     _build = stage.build_sampler
 
-    def build_sampler(config, tokenizer, model=None):
-        sampler = _build(config, tokenizer, model=model)
+    def build_sampler(config, tokenizer, model=None, mesh=None):
+        sampler = _build(config, tokenizer, model=model, mesh=mesh)
         engine, calls = sampler.engine, {"n": 0}
         decode = engine.generate
 

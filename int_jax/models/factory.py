@@ -67,6 +67,26 @@ def build_mesh(cfg: ConfigDict) -> Mesh:
     return sharding.make_mesh(mesh_cfg)
 
 
+def build_sampler_mesh(cfg: ConfigDict) -> Mesh:
+    """The mesh a sampler runs on. One process: the trainer's (`build_mesh`). Several (a
+    pod, a GPU cluster): this process's own devices, as data=1 x fsdp x tensor with
+    `model.mesh.tensor` kept, so each host decodes its own prompts without waiting on
+    the others (multi-host GRPO)."""
+    mesh = build_mesh(cfg)
+    if jax.process_count() == 1:
+        return mesh
+    tensor = int(cfg.mesh.tensor)
+    local = jax.local_devices()
+    try:
+        shape = sharding.MeshConfig(data=1, fsdp=1 if tensor == -1 else -1,
+                                    tensor=tensor).shape(len(local))
+    except ValueError:
+        raise ValueError(f"config.model.mesh.tensor={tensor} does not divide this host's "
+                         f"{len(local)} devices: each host's sampler runs on its own "
+                         "devices") from None
+    return sharding.make_mesh(sharding.MeshConfig(*shape), local)
+
+
 def rules_of(cfg: ConfigDict):
     return sharding.rules_from_config(cfg.get("rules"))
 

@@ -62,14 +62,16 @@ class JetStreamSampler:
 
     @classmethod
     def from_config(cls, model_cfg: ConfigDict, sampler_cfg: ConfigDict, *, model: Qwen3 | None = None,
-                    tokenizer=None) -> "JetStreamSampler":
-        """Build the model (unless given), the mesh and the tokenizer from configs.
+                    tokenizer=None, mesh=None) -> "JetStreamSampler":
+        """Build the model (unless given), the mesh (unless given: multi-host GRPO
+        passes this host's) and the tokenizer from configs.
 
         The model is built in the trainer's layout (`model.rules`); the engine
         keeps its own copy in the sampler's (`sampler.rules`: overrides on top).
         """
         settings = SamplerSettings.from_config(sampler_cfg)
-        mesh = factory.build_mesh(model_cfg)
+        if mesh is None:
+            mesh = factory.build_mesh(model_cfg)
         if model is None:
             model = factory.build_model(model_cfg, mesh)
         from int_jax.data.tokenizer import load_tokenizer, tokenizer_dir  # noqa: PLC0415
@@ -116,9 +118,13 @@ class JetStreamSampler:
         return out, per_prompt
 
     def generate(self, prompts: Sequence[Sequence[int]], n: int, sampling: SamplingParams,
-                 max_new_tokens: int | Sequence[int], seed: int) -> list[list[Completion]]:
+                 max_new_tokens: int | Sequence[int], seed: int,
+                 first_tag: int = 0) -> list[list[Completion]]:
         """n completions per prompt, in input order; `max_new_tokens` for all prompts or
-        one per prompt."""
+        one per prompt. Sample j of prompt i is request `first_tag + i * n + j`, whose
+        random stream depends on (seed, tag) alone: a process sampling a block of a
+        larger call's prompts (multi-host GRPO) passes the block's first tag and draws
+        exactly that call's samples."""
         prompts, max_new = self._validate(prompts, n, max_new_tokens)
         if not prompts:
             return []
@@ -129,7 +135,7 @@ class JetStreamSampler:
         def listen(rows: np.ndarray) -> None:
             toks, valid, _, tags, lps, mlps, fins = decode_lib.unpack_rows(rows)
             for r in np.nonzero(valid)[0]:
-                tag = int(tags[r])
+                tag = int(tags[r]) - first_tag
                 if 0 <= tag < total:
                     rec = records[tag]
                     rec.tokens.append(int(toks[r]))
@@ -144,7 +150,8 @@ class JetStreamSampler:
         try:  # whatever happens (Ctrl-C included), every page is given back
             engine.listener = listen
             bar = _progress_bar(total, self.progress)
-            requests = [scheduler_lib.Request(ids=p, n=n, first_tag=i * n, max_new_tokens=m)
+            requests = [scheduler_lib.Request(ids=p, n=n, first_tag=first_tag + i * n,
+                                              max_new_tokens=m)
                         for i, (p, m) in enumerate(zip(prompts, max_new))]
             run = scheduler_lib.Scheduler(engine, requests, sampling=sampling, seed=int(seed),
                                           stall_timeout_s=self.stall_timeout_s)
@@ -167,7 +174,7 @@ class JetStreamSampler:
         elapsed = time.perf_counter() - t0
         self.last_run = dict(requests=total, tokens=counter["tokens"], seconds=elapsed,
                              tokens_per_s=counter["tokens"] / max(elapsed, 1e-9), **run.stats)
-        return [[self._completion(records[i * n + j], i * n + j) for j in range(n)]
+        return [[self._completion(records[i * n + j], first_tag + i * n + j) for j in range(n)]
                 for i in range(len(prompts))]
 
     def _completion(self, rec: _Record, tag: int) -> Completion:

@@ -35,9 +35,10 @@ def sampling_params(section: ConfigDict) -> SamplingParams:
     return SamplingParams(temperature=float(s.temperature), top_p=float(s.top_p), top_k=int(s.top_k))
 
 
-def build_sampler(config: ConfigDict, tokenizer, model=None) -> Sampler:
+def build_sampler(config: ConfigDict, tokenizer, model=None, mesh=None) -> Sampler:
     """The sampler named by `config.sampler.kind`; a jetstream one samples from `model`
-    when given (GRPO: the weights it trains), else builds its own from `config.model`."""
+    when given (GRPO: the weights it trains), else builds its own from `config.model`,
+    on `mesh` when given (multi-host GRPO: this host's devices)."""
     kind = config.sampler.kind
     if kind == "scripted":
         from int_jax.sampling.scripted import ScriptedSampler
@@ -52,7 +53,7 @@ def build_sampler(config: ConfigDict, tokenizer, model=None) -> Sampler:
         engine_cfg = ConfigDict(config.sampler.to_dict())
         engine_cfg.progress = False  # the stage bar reports items and tokens/s
         return JetStreamSampler.from_config(config.model, engine_cfg, model=model,
-                                            tokenizer=tokenizer)
+                                            tokenizer=tokenizer, mesh=mesh)
     raise ValueError(f"config.sampler.kind={kind!r}; choose one of {SAMPLER_KINDS}")
 
 

@@ -15,6 +15,17 @@ eval/step_<N>/eval/ (the held-out eval every `train.eval_every` steps: the eval 
 records and pass@k summaries); hf/ (the final weights as safetensors, with the
 tokenizer) and DONE, written last. Run again, it continues from the latest checkpoint
 (`train.resume`) with the same prompts, seeds and updates as a run never stopped.
+
+On a pod or a GPU cluster every host runs the same command with
+`--config.model.distributed=True` (JAX multi-controller; see train/multihost.py):
+each host samples and grades its block of every step's prompts on its own devices
+(the samples are those one process draws), the blocks are gathered so every process
+holds the whole step, the update runs on the global mesh with each process feeding
+its devices' rows, and the new weights are gathered into every host's sampler. Every
+process computes the same metrics; process 0 alone writes run_config.json,
+prompts.json, metrics.jsonl, hf/'s tokenizer and DONE; orbax writes the checkpoints
+from all processes, once. The held-out eval (`train.eval_every`) runs in one process
+only: with several, set it to 0 and run `int-jax eval` on hf/.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from ml_collections import ConfigDict
 from int_jax.config_io import save_config
 from int_jax.data.records import Problem
 from int_jax.intervention.prompts import hint_prefix
-from int_jax.models import factory, hf
+from int_jax.models import factory, hf, sharding
 from int_jax.sampling.settings import SamplerSettings
 from int_jax.stages.base import command
 from int_jax.stages.common import Context, build_sampler, load_problems
@@ -99,9 +110,15 @@ def check_settings(config: ConfigDict) -> tuple[learner_lib.LearnerConfig, grpo.
                          "max_prefill_length or buckets)")
     if config.model.hf_path and config.init.orbax_path:
         raise ValueError("set config.model.hf_path or config.init.orbax_path, not both")
-    if jax.process_count() > 1:
-        raise ValueError("int-jax grpo runs in one process (one host's devices) for now")
     return lc, loss
+
+
+def check_processes(config: ConfigDict, processes: int) -> None:
+    """What a run over several processes cannot do, named before anything is built."""
+    if processes > 1 and int(config.train.eval_every):
+        raise ValueError(f"config.train.eval_every={config.train.eval_every}: the held-out "
+                         f"eval runs in one process, this run has {processes}; set it to 0 "
+                         "and run `int-jax eval` on the exported hf/")
 
 
 def longest_prompt(settings: SamplerSettings) -> int:
@@ -271,7 +288,11 @@ def manifest_dir(cfg: ConfigDict) -> Path:
 
 
 def run(config: ConfigDict) -> dict:
+    # Before anything asks JAX a question (jax.process_count() would start a backend).
+    sharding.maybe_initialize_distributed(bool(config.model.get("distributed", False)))
     lc, loss = check_settings(config)
+    check_processes(config, jax.process_count())
+    main_process = jax.process_index() == 0
     t = config.train
     steps, eval_every = int(t.steps), int(t.eval_every)
     out = Path(config.output_dir)
@@ -283,12 +304,14 @@ def run(config: ConfigDict) -> dict:
         from int_jax.stages import evaluate as eval_stage  # noqa: PLC0415
 
         eval_stage.load_benchmarks(eval_config(config, 0))
-    save_config(config, out)
+    if main_process:
+        save_config(config, out)
     ctx = Context(config)
     trainer = logger = None
     try:
         problems, prompt_fn, report = select_problems(config, ctx, lc)
-        (out / "prompts.json").write_text(json.dumps(report, indent=2) + "\n")
+        if main_process:
+            (out / "prompts.json").write_text(json.dumps(report, indent=2) + "\n")
         if report["too_long"]:
             log.warning("grpo: %d of %d problems left out: prompt over %d tokens",
                         len(report["too_long"]), report["problems"], lc.max_prompt_len)
@@ -298,15 +321,17 @@ def run(config: ConfigDict) -> dict:
         batch_sharding(mesh, factory.rules_of(config.model),
                        (lc.rows_per_update // lc.micro_rows, lc.micro_rows, 1))
         model = load_start_model(config, mesh)
-        # The engine keeps its own copy; the trainer then takes the model's arrays.
-        sampler = build_sampler(config, ctx.tokenizer, model=model)
+        # The engine keeps its own copy (on this host's devices); the trainer then takes
+        # the model's arrays.
+        sampler = build_sampler(config, ctx.tokenizer, model=model,
+                                mesh=factory.build_sampler_mesh(config.model))
         ctx.__dict__["sampler"] = sampler
         updates = math.ceil(lc.prompts_per_step / lc.prompts_per_update) * lc.epochs
         tx, schedule = optim.make_optimizer(config.optim, steps * updates)
         trainer = Trainer(model, grpo.sequence_loss(loss, lc.loss_chunk_size), tx, schedule,
                           mesh, factory.rules_of(config.model), seed=int(config.seed),
                           checkpoint_dir=out / "checkpoints", keep=int(t.keep),
-                          async_save=bool(t.async_save))
+                          async_save=bool(t.async_save), whole_batches=True)
         del model
         # Before the restore: with a KL term the learner copies the start weights.
         learner = learner_lib.Learner(lc, loss, trainer, sampler, num_items=len(problems),
@@ -353,7 +378,8 @@ def run(config: ConfigDict) -> dict:
         if t.export_hf:
             dtype = factory.dtype_of(t.export_dtype) if t.export_dtype else None
             hf.save_pretrained(trainer.model(), out / "hf", dtype=dtype)
-            ctx.tokenizer.save_pretrained(str(out / "hf"))
+            if main_process:
+                ctx.tokenizer.save_pretrained(str(out / "hf"))
         summary = {"steps": steps, "optimizer_steps": trainer.optimizer_steps,
                    **learner.progress()}
     finally:
@@ -362,7 +388,8 @@ def run(config: ConfigDict) -> dict:
         if logger is not None:
             logger.close()
         ctx.close()
-    done_file.write_text(json.dumps(summary) + "\n")
+    if main_process:
+        done_file.write_text(json.dumps(summary) + "\n")
     print(f"[grpo] done: {out}")
     return summary
 

@@ -18,6 +18,12 @@ rewards are all equal and samples more prompts to refill, counting the drops.
 Data order is a seeded permutation of the prompts per epoch, read at `position`, which
 is checkpointed with the train state (`progress`): a resumed run samples the same
 prompts with the same seeds and makes the same updates as an uninterrupted one.
+
+Several processes (`hosts`, train/multihost.py): each samples and grades a block of
+every round's groups on its own devices, with the tags one process would use, and the
+blocks are gathered onto every process; everything after that (dynamic sampling,
+advantages, packing, metrics, the data position) runs on every process on the same
+whole step, and each feeds the rows of its own devices to the global train step.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 
 from int_jax.sampling.types import Completion, SamplingParams
 from int_jax.train import grpo
+from int_jax.train.multihost import Hosts, host_value
 from int_jax.train.step import Trainer, batch_digest
 
 TRUNCATED = ("grade", "penalty", "mask")
@@ -171,10 +178,13 @@ def sampling_seed(seed: int, step: int, round_: int) -> int:
 
 
 def rollout(sampler, prompts: Sequence[Sequence[int]], cfg: LearnerConfig,
-            seed: int) -> list[list[Completion]]:
-    """n completions per prompt: result[g][j] is sample j of prompt g."""
+            seed: int, first_group: int = 0) -> list[list[Completion]]:
+    """n completions per prompt: result[g][j] is sample j of prompt g. `first_group`:
+    the index of prompts[0] in its round (a process's block on several hosts), whose
+    samples carry the tags one process gives them (JetStreamSampler's `first_tag`)."""
+    tags = {"first_tag": first_group * cfg.n} if first_group else {}
     out = sampler.generate([list(p) for p in prompts], cfg.n, cfg.sampling,
-                           cfg.max_new_tokens, seed)
+                           cfg.max_new_tokens, seed, **tags)
     if len(out) != len(prompts) or any(len(c) != cfg.n for c in out):
         raise RuntimeError(f"sampler returned {[len(c) for c in out]} completions for "
                            f"{len(prompts)} prompts x {cfg.n}")
@@ -354,9 +364,11 @@ class Learner:
     `reward_fn`. `step(s)` runs RL step s; `progress()` is what a checkpoint keeps."""
 
     def __init__(self, cfg: LearnerConfig, loss: grpo.GRPOConfig, trainer: Trainer, sampler, *,
-                 num_items: int, prompt_fn: PromptFn, reward_fn: RewardFn):
+                 num_items: int, prompt_fn: PromptFn, reward_fn: RewardFn,
+                 hosts: Hosts | None = None):
         check_compatible(cfg, loss)
         self.cfg, self.loss = cfg, loss
+        self.hosts = hosts or Hosts.of_jax()
         self.trainer, self.sampler = trainer, sampler
         self.source = PromptSource(num_items, cfg.seed)
         self.prompt_fn, self.reward_fn = prompt_fn, reward_fn
@@ -398,12 +410,17 @@ class Learner:
             taken = self.source.take(want)
             items = [item for item, _ in taken]
             prompts = [self.prompt_fn(item, pos) for item, pos in taken]
+            lo, hi = self.hosts.share(len(taken))  # this process's groups of the round
             t0 = time.perf_counter()
-            comps = rollout(self.sampler, prompts, cfg, sampling_seed(cfg.seed, step, rounds))
+            comps = rollout(self.sampler, prompts[lo:hi], cfg,
+                            sampling_seed(cfg.seed, step, rounds), first_group=lo)
             t1 = time.perf_counter()
-            raw = np.asarray(self.reward_fn(items, comps), np.float64).reshape(len(items), cfg.n)
-            grade_s += time.perf_counter() - t1
-            sample_s += t1 - t0
+            raw = (np.asarray(self.reward_fn(items[lo:hi], comps), np.float64)
+                   if comps else np.zeros((0, cfg.n)))
+            seconds = (t1 - t0, time.perf_counter() - t1)
+            comps, raw, (sampled_s, graded_s) = self.hosts.gather(lo, comps, raw, seconds, cfg.n)
+            sample_s += sampled_s
+            grade_s += graded_s
             rounds += 1
             rewards, live = score(raw, truncated_mask(comps), cfg)
             useful = informative(rewards) if cfg.dynamic_sampling else np.ones(len(items), bool)
@@ -461,14 +478,14 @@ class Learner:
         need_trainer = loss.old_logprobs == "trainer" or self.cfg.mismatch_metrics
         keys = ("ids", "positions", "segment_ids")
         if need_trainer:
-            trainer_lp = np.stack([np.asarray(self._logprobs(update_batch(batches, u, keys)))
+            trainer_lp = np.stack([host_value(self._logprobs(update_batch(batches, u, keys)))
                                    for u in range(batches["ids"].shape[0])])
             metrics.update(mismatch_metrics(trainer_lp, batches["sampler_logp"], batches["mask"]))
             if loss.old_logprobs == "trainer":
                 batches["old_logp"] = np.where(batches["mask"] != 0, trainer_lp, 0.0).astype(
                     np.float32)
         if self._reference is not None:
-            batches["ref_logp"] = np.stack([np.asarray(self._reference(update_batch(
+            batches["ref_logp"] = np.stack([host_value(self._reference(update_batch(
                 batches, u, keys))) for u in range(batches["ids"].shape[0])])
         return metrics
 
@@ -505,10 +522,13 @@ class Learner:
         t2 = time.perf_counter()
         metrics.update(summarize_updates(updates))
         trained = float(batches["mask"].sum()) * self.cfg.epochs
-        metrics.update({"train/old_logprob_seconds": t1 - t0, "train/seconds": t2 - t0,
-                        "train/tokens_per_s": trained / max(t2 - t1, 1e-9)})
-        metrics["sync/seconds"] = sync(self.trainer, self.sampler)
-        total = time.perf_counter() - t_start
-        metrics["sync/fraction"] = metrics["sync/seconds"] / max(total, 1e-9)
+        sync_s = sync(self.trainer, self.sampler)
+        times = self.hosts.slowest({"old_logprob": t1 - t0, "learn": t2 - t1, "sync": sync_s,
+                                    "step": time.perf_counter() - t_start})
+        metrics.update({"train/old_logprob_seconds": times["old_logprob"],
+                        "train/seconds": times["old_logprob"] + times["learn"],
+                        "train/tokens_per_s": trained / max(times["learn"], 1e-9),
+                        "sync/seconds": times["sync"],
+                        "sync/fraction": times["sync"] / max(times["step"], 1e-9)})
         metrics["tokens"] = metrics["rollout/tokens"]
         return metrics

@@ -159,6 +159,19 @@ def global_batch(local: dict, mesh: Mesh, rules) -> dict:
     return out
 
 
+def whole_batch(batch: dict, mesh: Mesh, rules) -> dict:
+    """Host numpy [accum, rows, ...] that every process holds whole -> global arrays
+    sharded over the batch, each process placing only the rows of its own devices
+    (GRPO, where every process packs the whole step; in SFT each process holds its
+    own rows: `global_batch`). One process: the same arrays as `global_batch`."""
+    out = {}
+    for k, x in batch.items():
+        x = np.asarray(x)
+        sharding = batch_sharding(mesh, rules, x.shape)
+        out[k] = jax.make_array_from_callback(x.shape, sharding, lambda index, x=x: x[index])
+    return out
+
+
 def batch_digest(batch: dict) -> str:
     """Short hash of a host batch's arrays: equal across runs iff the data order is.
     (Not a config `fingerprint`, which `stages/base.py` computes.)"""
@@ -272,8 +285,12 @@ class Trainer:
 
     def __init__(self, model, loss_fn: LossFn, tx: optax.GradientTransformation,
                  schedule: optax.Schedule, mesh: Mesh, rules, *, seed: int,
-                 checkpoint_dir: str | os.PathLike, keep: int = 3, async_save: bool = True):
+                 checkpoint_dir: str | os.PathLike, keep: int = 3, async_save: bool = True,
+                 whole_batches: bool = False):
         self.mesh, self.rules = mesh, rules
+        # How host batches become global arrays: each process's own rows (SFT) or the
+        # whole batch on every process (GRPO: `whole_batch`).
+        self._place = whole_batch if whole_batches else global_batch
         self.model_def, params = ModelDef.split(model)
         del model
         self.shardings = state_shardings(
@@ -314,7 +331,7 @@ class Trainer:
     def update(self, local_batch: dict) -> dict:
         """One optimizer step on a host batch [accum, rows, ...]; device metrics back."""
         self.state, metrics = self._step_fn(self.state,
-                                            global_batch(local_batch, self.mesh, self.rules))
+                                            self._place(local_batch, self.mesh, self.rules))
         return metrics
 
     def forward(self, fn: Callable) -> Callable:
@@ -327,7 +344,7 @@ class Trainer:
         """`(params, local batch) -> fn(model, micro)` per micro-batch, for parameters
         laid out like the train state's (e.g. a frozen reference copy)."""
         apply = make_apply(self.model_def, fn, self.mesh, self.rules, self.shardings.params)
-        return lambda params, local: apply(params, global_batch(local, self.mesh, self.rules))
+        return lambda params, local: apply(params, self._place(local, self.mesh, self.rules))
 
     def save(self, step: int, data=None, progress: dict | None = None) -> None:
         self.ckpt.save(step, self.state, data, progress=progress)
