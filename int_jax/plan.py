@@ -142,15 +142,30 @@ def _state_bytes(state, rules, mesh, dtype) -> int:
                             rules, mesh) for v in variables)
 
 
+# Pipeline sections (configs/experiments/common.py) named after no stage: `int` holds
+# the settings of every data stage.
+TRAIN_AND_EVAL_STAGES = ("sft", "grpo", "eval")
+
+
 def sections(config: ConfigDict) -> list[tuple[str, ConfigDict]]:
     """(key prefix, section) of every part of `config` that builds a model: the config
-    itself, or each stage section of a pipeline config (`int.`, `sft.`, `grpo.`, ...)."""
+    itself, or each stage section of a pipeline config (`int.`, `sft.`, `grpo.`, ...)
+    whose stages the row runs (`experiment.stages`)."""
     def builds(part) -> bool:
         return isinstance(part, ConfigDict) and isinstance(part.get("model"), ConfigDict)
 
     if builds(config):
         return [("", config)]
-    return [(f"{key}.", value) for key, value in config.items() if builds(value)]
+    experiment = config.get("experiment")
+    stages = set(experiment.get("stages", ())) if isinstance(experiment, ConfigDict) else set()
+
+    def runs(key: str) -> bool:
+        if not stages:
+            return True
+        return key in stages if key in TRAIN_AND_EVAL_STAGES else bool(
+            stages - set(TRAIN_AND_EVAL_STAGES))
+
+    return [(f"{key}.", value) for key, value in config.items() if builds(value) and runs(key)]
 
 
 def _architecture(model: ConfigDict, notes: list):

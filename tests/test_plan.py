@@ -146,13 +146,20 @@ def test_measured_sampler_temporaries_fit_the_reserve():
     assert p.fits and "fits" in p.lines()[-1]
 
 
-def test_a_pipeline_config_is_planned_per_section():
+def test_a_pipeline_config_is_planned_per_section_it_runs():
     config = load_config_file(ROOT / "configs" / "experiments" / "int_rl.py",
                               "qwen3_4b_instruct_2507")
     plans = plan_lib.plan_all(config, "v5p-8", measure=False)
     assert [p.section for p in plans] == ["eval.", "grpo.", "int.", "sft."]  # sorted keys
     assert [p.train is not None for p in plans] == [False, True, False, True]
     assert [p.samples for p in plans] == [True, True, True, False]
+    # The SFT ablation rows run no GRPO: their plan has no GRPO section (a v6e-8 fits them).
+    config = load_config_file(ROOT / "configs" / "experiments" / "int_sft.py",
+                              "qwen3_4b_instruct_2507")
+    plans = plan_lib.plan_all(config, "v6e-8", measure=False)
+    assert [p.section for p in plans] == ["eval.", "int.", "sft."] and all(p.fits for p in plans)
+    rl = load_config_file(ROOT / "configs" / "experiments" / "rl.py", "qwen3_4b_instruct_2507")
+    assert [prefix for prefix, _ in plan_lib.sections(rl)] == ["eval.", "grpo."]
 
 
 SMALL = qwen3.Qwen3Config(vocab_size=512, hidden_size=128, intermediate_size=384, num_layers=4,
