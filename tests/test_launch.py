@@ -227,11 +227,15 @@ def test_a_plan_that_does_not_fit_stops_before_any_command(module, argv, target,
 
 
 def test_the_gpu_script_stops_on_a_plan_that_does_not_fit():
+    # 12 rows per micro-batch split neither the 64 rows of an update nor over 8 GPUs: the
+    # plan refuses before compiling anything (the memory cases are above, in-process).
     out = subprocess.run(["launch/gpu/job.sh", "local", "--node", "8xh100", "--dry-run", "--",
-                          *NO_REMAT], cwd=ROOT, env={**os.environ, "PYTHON": sys.executable},
+                          *SFT, "--config.train.micro_batch=12"], cwd=ROOT,
+                         env={**os.environ, "PYTHON": sys.executable},
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 1 and out.stdout == ""
     assert "the memory plan on 8xh100 does not fit, so nothing was created or run" in out.stderr
+    assert "config.train.micro_batch=12 does not divide the 64 rows" in out.stderr
 
 
 def test_skip_plan_launches_without_the_check(capsys):
