@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo demo-tiny bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,21 +20,31 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
-# The main job on the tiny default: (1) the InT pipeline with a random tiny Qwen3
-# through the JetStream engine (random text: the funnel stops at the parser, and
-# the counts say so); (2) the same stages with scripted model outputs, which walk
-# the success path to an SFT set; (3) masked-prefix SFT on that set, exported to
-# safetensors. Outputs under runs/; rerunning resumes and skips finished stages.
+# The method working, in miniature (README "A miniature InT"): on the running-sum
+# domain, the committed base model (assets/running_sum/base) goes through InT + RL and
+# through RL alone, every stage real; then the report's tables, printed and as HTML.
+# Reruns skip finished stages.
 demo: $(STAMP)
+	$(BIN)/int-jax pipeline --config=configs/experiments/int_rl.py:toy
+	$(BIN)/int-jax pipeline --config=configs/experiments/rl.py:toy
+	$(BIN)/int-jax report runs/toy/int_rl runs/toy/rl --out runs/toy/report
+	@cat runs/toy/report/report.md
+	@echo "demo done: runs/toy/int_rl, runs/toy/rl; HTML report: runs/toy/report/report.html"
+
+# The plumbing check on the random tiny default: (1) the InT pipeline with a random tiny
+# Qwen3 (random text: the funnel stops at the parser, and the counts say so); (2) the same
+# stages with scripted model outputs, which walk the success path to an SFT set (the
+# `:tiny` experiment configs read its files); (3) masked-prefix SFT on that set.
+demo-tiny: $(STAMP)
 	$(BIN)/int-jax demo --config=configs/demo.py
 	$(BIN)/int-jax demo --config=configs/demo.py:scripted
 	$(BIN)/int-jax sft --config=configs/sft.py:tiny \
 	  --config.data.train_path=runs/demo-scripted/select/sft.jsonl --config.output_dir=runs/demo-sft \
 	  --config.train.global_batch=2 --config.train.micro_batch=1 --config.train.epochs=3
-	@echo "demo done: runs/demo (model), runs/demo-scripted (success path), runs/demo-sft/hf (patched model)"
+	@echo "demo-tiny done: runs/demo (model), runs/demo-scripted (success path), runs/demo-sft/hf (patched model)"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/forward.py
 
 clean:
-	rm -rf $(VENV) runs/demo runs/demo-scripted runs/demo-sft
+	rm -rf $(VENV) runs/demo runs/demo-scripted runs/demo-sft runs/toy

@@ -23,10 +23,10 @@ def get_config(arg: str = "default") -> ConfigDict:
     c.base = ConfigDict(dict(
         seed=0,
         workdir="runs/running_sum_base",  # the SFT run, under <workdir>/<key>/
-        examples=12000,
+        examples=16000,
         drop=0.35,  # chance of dropping a carry in a trace (traces.py)
         other_errors=0.3,  # failed attempts for `verify` whose first error is not a carry
-        shares=ConfigDict(dict(trace=0.45, guided=0.1, verify=0.35, reflect=0.05, hint=0.05)),
+        shares=ConfigDict(dict(trace=0.5, guided=0.1, verify=0.3, reflect=0.05, hint=0.05)),
         model=ConfigDict(dict(vocab_size=128, hidden_size=128, intermediate_size=384,
                               num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
                               rope_theta=10000.0, tie_word_embeddings=True,
@@ -36,7 +36,8 @@ def get_config(arg: str = "default") -> ConfigDict:
     # Rows of 1024 tokens packed with several examples; an end of turn after every
     # response (the base must learn to stop).
     s.data.update(cutoff_len=1024, packing=True, add_end_of_turn=True)
-    s.train.update(global_batch=16, micro_batch=0, epochs=1, save_every=100, tensorboard=False)
-    s.optim.update(lr=3e-3, warmup_ratio=0.05, weight_decay=0.0)  # from scratch: a high lr
+    # Small batches, many updates: a tiny model from scratch learns faster per token.
+    s.train.update(global_batch=4, micro_batch=0, epochs=1, save_every=100, tensorboard=False)
+    s.optim.update(lr=2e-3, warmup_ratio=0.05, weight_decay=0.0)  # from scratch: a high lr
     c.sft = s
     return c

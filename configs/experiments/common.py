@@ -178,7 +178,7 @@ def _toy(c: ConfigDict) -> None:
     c.int.rollout.update(n=4, max_new_tokens=160, batch_size=64)
     c.int.propose.update(k=2, guided_per="problem", guided_max_new_tokens=160,
                          max_new_tokens=80, context_limit=960, batch_size=64)
-    c.int.continuation.update(m=4, max_new_tokens=160, batch_size=32)
+    c.int.continuation.update(m=2, max_new_tokens=160, batch_size=32)
     c.int.reflect.update(max_new_tokens=160, context_limit=960, batch_size=64)
     c.hard.n = 8
     # SFT from the base: short rows, a few epochs over a few hundred examples.
@@ -192,7 +192,7 @@ def _toy(c: ConfigDict) -> None:
     c.grpo.optim.lr = 1e-4
     c.grpo.train.update(steps=10, save_every=5, tensorboard=False, progress=False)
     # Eval: the held-out hard set (the comparison), the easy set, the training set.
-    c.eval.eval.update(k=8, max_new_tokens=160, batch_size=16, bootstrap=200)
+    c.eval.eval.update(k=4, max_new_tokens=160, batch_size=16, bootstrap=200)
     c.eval.eval.benchmarks = ConfigDict({
         "heldout_hard": dict(path=f"{TOY_PROBLEMS}/heldout_hard.jsonl", loader="problems",
                              category="", limit=0),

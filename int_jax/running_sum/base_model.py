@@ -70,6 +70,18 @@ def write_data(config: ConfigDict, path: Path) -> Path:
     return path
 
 
+def own_token_ids(folder: Path) -> None:
+    """config.json's bos / eos / pad ids are Qwen's as written by `hf.save_pretrained`;
+    the character vocabulary has its own (no bos)."""
+    from int_jax.running_sum.tokenizer import IM_END, PAD, special_ids
+
+    ids = special_ids(folder)
+    file = folder / "config.json"
+    hf_config = json.loads(file.read_text())
+    hf_config.update(bos_token_id=None, eos_token_id=ids[IM_END], pad_token_id=ids[PAD])
+    file.write_text(json.dumps(hf_config, indent=2) + "\n")
+
+
 def build(config: ConfigDict, out: str | Path) -> Path:
     out = Path(out)
     if built(out, config):
@@ -96,6 +108,7 @@ def build(config: ConfigDict, out: str | Path) -> Path:
     for name in HF_FILES:
         if (work / "sft" / "hf" / name).exists():
             shutil.copy2(work / "sft" / "hf" / name, tmp / name)
+    own_token_ids(tmp)
     (tmp / BUILD_FILE).write_text(json.dumps(
         {"key": key(config), "config": {s: config[s].to_dict() for s in SECTIONS}},
         indent=2, sort_keys=True, default=str) + "\n")

@@ -74,9 +74,11 @@ def _operand(rng: random.Random, left: int, carry: bool, d: Difficulty) -> int |
     """An operand that makes the step a carry step or not, or None when none fits."""
     fits = [x for x in range(1, d.operand_max + 1)
             if is_carry(left, x) == carry and left + x <= MAX_TOTAL]
-    # A total ending in 0 cannot carry next, one ending in 1 only with a 9: prefer totals
-    # ending in 5-9, which leave the next step free to carry, where such an operand fits.
-    free = [x for x in fits if (left + x) % 10 >= 5]
+    # A total ending in 0 cannot carry next, one ending in 9 can hardly avoid it: prefer
+    # totals ending in 5-9 where carries are wanted, in 0-4 where they are not, so
+    # operands stay varied (not only ...0 and ...1) whichever kind the next step is.
+    wants_carries = d.carry_share >= 0.5
+    free = [x for x in fits if ((left + x) % 10 >= 5) == wants_carries]
     pool = free or fits
     return rng.choice(pool) if pool else None
 
