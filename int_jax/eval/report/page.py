@@ -12,6 +12,7 @@ from int_jax.eval.report.model import Figure, Report, Table
 _CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1200px; padding: 0 1em; color: #222; }
+div.wide { overflow-x: auto; }  /* a wide table scrolls by itself, not the whole page */
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; vertical-align: top; }
 th { background: #f0f0f0; }
@@ -48,8 +49,8 @@ def _table_html(table: Table) -> str:
     sources = "".join(f'<li id="{table.key}-src-{n}">{escape(t)}</li>' for n, t in enumerate(notes, 1))
     return (f'<section id="table-{table.key}"><h2>{escape(table.title)}</h2>'
             f'<p class="desc">{escape(table.description)}</p>'
-            f'<table id="{table.key}"><thead><tr>{head}<th>sources</th></tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>"
+            f'<div class="wide"><table id="{table.key}"><thead><tr>{head}<th>sources</th></tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>"
             f'<ol class="sources">{sources}</ol></section>')
 
 
