@@ -80,5 +80,8 @@ def _onto_this_host(x: jax.Array, sharding: NamedSharding, dtype) -> jax.Array:
     if x.dtype != dtype:  # cast where the weight is split finest: the gather moves less
         x = _caster(dtype)(x)
     stacked = jax.device_put(x, NamedSharding(hosts_mesh(sharding.mesh), sharding.spec))
+    # One cross-process collective in flight at a time: left asynchronous, the CPU
+    # backend's gloo runs hung (tests/test_multihost.py), and the copy made next reads it.
+    jax.block_until_ready(stacked)
     return jax.make_array_from_single_device_arrays(
         x.shape, sharding, [s.data for s in stacked.addressable_shards])
