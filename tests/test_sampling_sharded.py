@@ -109,6 +109,13 @@ def test_sharded_sampler_equals_single_device_and_cache_is_split(samplers):
         out_s = sharded.generate(PROMPTS[:2], n=2, sampling=sampling, max_new_tokens=MAX_NEW, seed=5)
         _same_completions(ref_s, out_s, model, temperature=0.8)
         assert ref_s[0][0].tokens != ref_s[0][1].tokens  # the two samples really differ
+        # SLOTS samples of one prompt, one per shard: prefilled once, then copied shard to
+        # shard in one call (a copy whose source pages are themselves being copied).
+        ref_c = single.generate(PROMPTS[2:3], n=SLOTS, sampling=sampling, max_new_tokens=MAX_NEW,
+                                seed=6)
+        out_c = sharded.generate(PROMPTS[2:3], n=SLOTS, sampling=sampling, max_new_tokens=MAX_NEW,
+                                 seed=6)
+        _same_completions(ref_c, out_c, model, temperature=0.8)
     finally:
         del sharded.engine.generate  # back to the class method
     assert seen, "the sampler never stepped the engine"
