@@ -29,11 +29,8 @@ LR, STEPS = 1e-4, 4  # configs/sft.py:tiny's lr; 16 examples in global batches o
 # rows per step (16 rows split over 8 devices), 8 new tokens; lr 1e-4 as tiny's.
 GRPO_STEPS, GRPO_LR, GRPO_NEW, GRPO_ROWS = 2, 1e-4, 8, 16
 GRPO_PROMPT_LEN = 128  # configs/grpo.py:tiny grpo.max_prompt_len
-# sampler.share_prompts=False: with prompts shared across shards, the sampler's logprobs
-# on 8 devices x 1 slot are up to 0.29 off the model's (single process, no multi-host
-# code involved; a sampler bug of its own), which would make the runs differ.
 GRPO = {"grpo.n": 4, "grpo.prompts_per_step": 4, "grpo.prompts_per_update": 4,
-        "grpo.max_new_tokens": GRPO_NEW, "sampler.max_len": 256, "sampler.share_prompts": False,
+        "grpo.max_new_tokens": GRPO_NEW, "sampler.max_len": 256,
         "sampler.max_prefill_length": GRPO_PROMPT_LEN, "sampler.prefill_chunk": 128,
         "train.steps": GRPO_STEPS, "train.save_every": 1, "train.progress": False,
         "train.async_save": False, "run.progress": False}
