@@ -88,14 +88,22 @@ def sample(logits, key, temperature, top_p, top_k, *, max_top_k=DEFAULT_MAX_TOP_
     """
     logits = logits.astype(jnp.float32)
     model_logp = jax.nn.log_softmax(logits, axis=-1)
-    greedy, masked = _truncated_logits(logits, temperature, top_p, top_k, max_top_k)
-    gumbel = jax.vmap(lambda k: jax.random.gumbel(k, logits.shape[-1:], jnp.float32))(key)
-    drawn = jnp.argmax(masked + gumbel, axis=-1)
-    argmax = jnp.argmax(logits, axis=-1)
-    tokens = jnp.where(greedy, argmax, drawn).astype(jnp.int32)
-    sample_logp = jax.nn.log_softmax(masked, axis=-1)
-    picked = jnp.take_along_axis(sample_logp, tokens[:, None], axis=-1)[:, 0]
-    picked = jnp.where(greedy, 0.0, picked)
+    argmax = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def draw(_):
+        greedy, masked = _truncated_logits(logits, temperature, top_p, top_k, max_top_k)
+        gumbel = jax.vmap(lambda k: jax.random.gumbel(k, logits.shape[-1:], jnp.float32))(key)
+        drawn = jnp.argmax(masked + gumbel, axis=-1)
+        tokens = jnp.where(greedy, argmax, drawn).astype(jnp.int32)
+        sample_logp = jax.nn.log_softmax(masked, axis=-1)
+        picked = jnp.take_along_axis(sample_logp, tokens[:, None], axis=-1)[:, 0]
+        return tokens, jnp.where(greedy, 0.0, picked)
+
+    # A batch of greedy rows only (evals, probes) skips the truncation and the [B, V]
+    # Gumbel draw: on CPU they cost a 100M model's decode step at batch 32 ~20%.
+    tokens, picked = jax.lax.cond(jnp.all(temperature <= 0.0),
+                                  lambda _: (argmax, jnp.zeros(argmax.shape, jnp.float32)),
+                                  draw, None)
     model_picked = jnp.take_along_axis(model_logp, tokens[:, None], axis=-1)[:, 0]
     return tokens, picked, model_picked
 
