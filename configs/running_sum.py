@@ -23,7 +23,8 @@ def get_config(arg: str = "default") -> ConfigDict:
     c.base = ConfigDict(dict(
         seed=0,
         workdir="runs/running_sum_base",  # the SFT run, under <workdir>/<key>/
-        examples=16000,
+        rounds=2,  # SFT runs in a row, each from the last (the first from random weights)
+        examples=16000,  # fresh examples per round
         drop=0.35,  # chance of dropping a carry in a trace (traces.py)
         other_errors=0.3,  # failed attempts for `verify` whose first error is not a carry
         shares=ConfigDict(dict(trace=0.5, guided=0.1, verify=0.3, reflect=0.05, hint=0.05)),

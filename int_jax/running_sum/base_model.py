@@ -1,9 +1,10 @@
 """Train the miniature's base model from scratch with our own SFT trainer, once per config.
 
 `build(config, out)`: the character tokenizer and a random tiny Qwen3 (`config.base.model`)
-saved as an HF folder, the base data (`base_data.py`) as SFT JSONL, then `int-jax sft`
-(`config.sft`: packed rows, an end-of-turn token after every response so the model
-learns to stop) from that folder, and its `hf/` copied to `out` with `build.json`. The
+saved as an HF folder; then `config.base.rounds` times: fresh base data (`base_data.py`)
+as SFT JSONL and `int-jax sft` (`config.sft`: packed rows, an end-of-turn token after
+every response so the model learns to stop) from the previous round's weights; the last
+`hf/` is copied to `out` with `build.json`. The
 key is the fingerprint of the `base` and `sft` sections: a folder built with the same
 config is never trained again, one built with another config is rebuilt.
 """
@@ -58,12 +59,12 @@ def init_model(config: ConfigDict, folder: Path) -> Path:
     return folder
 
 
-def write_data(config: ConfigDict, path: Path) -> Path:
+def write_data(config: ConfigDict, path: Path, seed: int) -> Path:
     from int_jax.data.records import write_records
     from int_jax.running_sum.base_data import examples
 
     b = config.base
-    data = examples(int(b.examples), b.shares.to_dict(), int(b.seed), float(b.drop),
+    data = examples(int(b.examples), b.shares.to_dict(), seed, float(b.drop),
                     float(b.other_errors))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_records(path, data)
@@ -83,6 +84,10 @@ def own_token_ids(folder: Path) -> None:
 
 
 def build(config: ConfigDict, out: str | Path) -> Path:
+    """Train (or find) the base: `config.base.rounds` SFT runs in a row, each on
+    `config.base.examples` fresh examples (data seed `seed + round - 1`) and each from the
+    one before (the first from random weights): a tiny model from scratch keeps learning
+    long after one pass, and a round is a resumable unit of work."""
     out = Path(out)
     if built(out, config):
         print(f"[running-sum] {out}: built with this config ({key(config)}); nothing to do")
@@ -90,24 +95,26 @@ def build(config: ConfigDict, out: str | Path) -> Path:
     from int_jax.stages import sft as sft_stage
 
     work = Path(config.base.workdir) / key(config)
-    init = work / "init"
-    if not (init / "model.safetensors").exists():
-        init_model(config, init)
-    data = work / "data" / "sft.jsonl"
-    if not data.exists():
-        write_data(config, data)
-    cfg = ConfigDict(config.sft.to_dict())
-    cfg.output_dir = str(work / "sft")
-    cfg.model.hf_path = str(init)
-    cfg.data.train_path = str(data)
-    if not (work / "sft" / "DONE").exists():
-        sft_stage.main(cfg, [])
+    start = work / "init"
+    if not (start / "model.safetensors").exists():
+        init_model(config, start)
+    for r in range(1, int(config.base.rounds) + 1):
+        data = work / f"round{r}" / "data" / "sft.jsonl"
+        if not data.exists():
+            write_data(config, data, int(config.base.seed) + r - 1)
+        cfg = ConfigDict(config.sft.to_dict())
+        cfg.output_dir = str(work / f"round{r}" / "sft")
+        cfg.model.hf_path = str(start)
+        cfg.data.train_path = str(data)
+        if not (work / f"round{r}" / "sft" / "DONE").exists():
+            sft_stage.main(cfg, [])
+        start = work / f"round{r}" / "sft" / "hf"
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in HF_FILES:
-        if (work / "sft" / "hf" / name).exists():
-            shutil.copy2(work / "sft" / "hf" / name, tmp / name)
+        if (start / name).exists():
+            shutil.copy2(start / name, tmp / name)
     own_token_ids(tmp)
     (tmp / BUILD_FILE).write_text(json.dumps(
         {"key": key(config), "config": {s: config[s].to_dict() for s in SECTIONS}},
@@ -115,5 +122,5 @@ def build(config: ConfigDict, out: str | Path) -> Path:
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    print(f"[running-sum] base model: {out} (trained in {work / 'sft'})")
+    print(f"[running-sum] base model: {out} (trained in {work})")
     return out
