@@ -19,16 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "configs" / "experiments"
 PROBLEMS = ROOT / "assets" / "running_sum" / "problems"
 
-# The committed base on these 8 easy and 8 hard problems x 4 samples (README "A miniature
-# InT"): easy 0.31, hard 0.03, so the base is weaker on easy problems than designed (it
-# misreads operands such as 31+1+12). Bounds at about two binomial standard deviations
-# (sd = sqrt(p(1-p)/32): 0.08 easy, 0.03 hard) outside those, and what they exclude: a
-# broken model (no stop, no copying: easy 0) and one without the systematic error
-# (hard near easy). Location shares measured 0.33 (first wrong) and 0.75 (a wrong step)
-# of about 100 parsed proposals (sd ~0.05).
+# Bounds on the base (README "A miniature InT"): a broken model (no stop, no copying)
+# solves no easy problem; one without the systematic error solves hard ones about as
+# often as easy ones. Measured on these 8 easy and 8 hard problems x 4 samples with the
+# first base: easy 0.31, hard 0.03; the bounds sit about two binomial standard deviations
+# (sqrt(p(1-p)/32): 0.08, 0.03) outside.
 EASY_MIN, HARD_MAX = 0.15, 0.1
-FIRST_WRONG_MIN = 0.2  # share of parsed proposals that name the true first wrong step
-WRONG_STEP_MIN = 0.6  # share that name some wrong step ("most")
+# The issue's claim: most parsed proposals name a wrong step, many the first one.
+FIRST_WRONG_MIN = 0.2
+WRONG_STEP_MIN = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def toy_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_base_is_imperfect_and_finds_its_own_first_errors(toy_run):
+def test_base_is_imperfect(toy_run):
     m = measure(toy_run)
     easy, hard = m["accuracy"]["easy"], m["accuracy"]["hard"]
     assert easy["correct"] / easy["attempts"] >= EASY_MIN, m
@@ -58,9 +57,17 @@ def test_base_is_imperfect_and_finds_its_own_first_errors(toy_run):
     # The grader and the exact checker agree on every attempt.
     assert easy["correct"] == easy["checker_correct"] and hard["correct"] == hard["checker_correct"]
     loc = m["locations"]
-    assert loc["parsed"] >= 0.8 * loc["proposals"] > 0, loc
-    assert loc["first_wrong"] >= FIRST_WRONG_MIN * loc["parsed"], loc
+    assert loc["parsed"] >= 0.8 * loc["proposals"] > 0, loc  # the proposer writes the block
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the committed base names a wrong step in fewer than "
+                   "half of its proposals (0.46 on the 64 training problems, 0.17 the first "
+                   "wrong one): issue 14's claim does not hold yet (README 'A miniature InT')")
+def test_most_proposals_name_a_wrong_step(toy_run):
+    loc = measure(toy_run)["locations"]
     assert loc["at_wrong_step"] >= WRONG_STEP_MIN * loc["parsed"], loc
+    assert loc["first_wrong"] >= FIRST_WRONG_MIN * loc["parsed"], loc
 
 
 @pytest.mark.slow
