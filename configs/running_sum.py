@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from int_jax.config_io import load_config_file
+from int_jax.config_io import import_config
 
 
 def get_config(arg: str = "default") -> ConfigDict:
@@ -33,7 +33,8 @@ def get_config(arg: str = "default") -> ConfigDict:
                               rope_theta=10000.0, tie_word_embeddings=True,
                               max_position_embeddings=1024)),
     ))
-    s = load_config_file(Path(__file__).with_name("sft.py"), "tiny")
+    # configs/sft.py, by import (absl loads this file alone; see import_config).
+    s = import_config("sft", Path(__file__).resolve().parent).get_config("tiny")
     # Rows of 1024 tokens packed with several examples; an end of turn after every
     # response (the base must learn to stop).
     s.data.update(cutoff_len=1024, packing=True, add_end_of_turn=True)
