@@ -76,11 +76,16 @@ def report_peak_memory(lines: list[str], data: dict) -> None:
         data["peak_device_bytes"] = stats["peak_bytes_in_use"]
 
 
+def load_average() -> tuple[str, str]:
+    """The 1/5/15-minute load averages when this module was imported and now."""
+    fmt = lambda load: " ".join(f"{x:.2f}" for x in load)  # noqa: E731
+    return fmt(LOAD_AT_START), fmt(os.getloadavg())
+
+
 def write_result(name: str, lines: list[str], data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.txt"
-    fmt = lambda load: " ".join(f"{x:.2f}" for x in load)  # noqa: E731
-    start, end = fmt(LOAD_AT_START), fmt(os.getloadavg())
+    start, end = load_average()
     lines = [*lines, f"load average (1, 5, 15 min): start {start}, end {end}"]
     data = {**data, "load_average_start": start, "load_average_end": end}
     out.write_text("\n".join(lines) + "\n\n" + json.dumps(data, indent=2) + "\n")

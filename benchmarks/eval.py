@@ -26,7 +26,6 @@ and writes `benchmarks/results/<out>.txt` (the full run only, unless --out is gi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -35,10 +34,6 @@ import common  # noqa: E402
 
 TINY = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
             num_kv_heads=2, head_dim=16, tie_word_embeddings=True)
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -57,7 +52,6 @@ def main() -> None:
     if args.quick:
         args.problems, args.samples, args.new_tokens, args.prompt_len, args.slots = 2, 4, 8, 32, 8
     out = args.out if args.out is not None else ("" if args.quick else "eval_cpu")
-    load_start = _load()
 
     import numpy as np
     import torch
@@ -118,15 +112,13 @@ def main() -> None:
 
     before = {name: s.engine.prefix_cache_stats for name, s in samplers.items()}
     secs = common.interleaved(fns, args.repeats)
-    load_end = _load()
 
     lines = [f"device: {common.device_name()}",
-             f"load average (1, 5, 15 min): start {load_start}, end {load_end}",
              f"model: {'tiny (--quick)' if args.quick else '~100M'} ({cfg.num_params / 1e6:.1f}M params), "
              f"dtype {args.dtype}; work: {args.problems} problems x {k} samples x {new} new tokens, "
              f"{args.prompt_len}-token prompts, temperature {sp.temperature} top-p {sp.top_p} "
              f"top-k {sp.top_k}, no stop tokens; our sampler: {args.slots} slots; repeats {args.repeats}"]
-    data = dict(device=common.device_name(), load_start=load_start, load_end=load_end, quick=args.quick,
+    data = dict(device=common.device_name(), quick=args.quick,
                 params=cfg.num_params, dtype=args.dtype, problems=args.problems, samples=k, new_tokens=new,
                 prompt_len=args.prompt_len, slots=args.slots, repeats=args.repeats, generated_tokens=tokens,
                 runs={})
@@ -157,6 +149,7 @@ def main() -> None:
             line = f"{label}: {r:.2f}x" + ("  (goal >= 2x)" if label.endswith("not shared") else "")
             print(line, flush=True)
             lines.append(line)
+    print("load average (1, 5, 15 min): start {}, end {}".format(*common.load_average()))
     if out:
         print(f"wrote {common.write_result(out, lines, data)}")
 

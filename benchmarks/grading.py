@@ -25,6 +25,8 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 from int_jax.grading.answers import extract_answer  # noqa: E402
 from int_jax.grading.verify import Grade, GraderPool, grade_batch  # noqa: E402
@@ -109,7 +111,6 @@ def main() -> None:
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")  # sympy deprecation noise from math-verify's solver
 
-    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     golds = load_golds(args.golds)
     pairs = make_pairs(golds, args.n)
     mean_chars = sum(len(r) for r, _ in pairs) / len(pairs)
@@ -148,8 +149,7 @@ def main() -> None:
           + ("every pair sent to the workers (--no-dedup)" if args.no_dedup else "each graded once"))
     print(f"ratio ours/plain: {t_plain / t_ours:.1f}x (goal >= 1.5x); "
           f"agreement on correct/not: {agree:.1%}; no pair lost: {len(ours) == len(pairs)}")
-    print(f"load average (1, 5, 15 min): start {load_start}, end "
-          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print("load average (1, 5, 15 min): start {}, end {}".format(*common.load_average()))
 
 
 if __name__ == "__main__":
