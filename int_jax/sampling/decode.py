@@ -450,13 +450,20 @@ class DecodeCore:
         return logits
 
     def copy_pages(self, copies: Sequence[tuple[int, int]]) -> None:
-        """Copy pages (src, dst) in every layer."""
+        """Copy pages (src, dst) in every layer, in order: a copy whose source is an
+        earlier copy's destination gets that copy's data (one device call makes every
+        copy at once from the pool as it was, so it reads the earlier source instead;
+        a third shard copying a prompt from a second does this)."""
         if not copies:
             return
+        origin: dict[int, int] = {}
+        for page_from, page_to in copies:
+            origin[page_to] = origin.get(page_from, page_from)
         n = power_of_two_at_least(len(copies))
         src = np.full(n, -1, np.int32)
         dst = np.full(n, -1, np.int32)
-        src[:len(copies)], dst[:len(copies)] = zip(*copies)
+        dst[:len(copies)] = [page_to for _, page_to in copies]
+        src[:len(copies)] = [origin[page_to] for _, page_to in copies]
         with self._lock:
             self.pool = self._timed(self._copy, self.pool, src, dst)
 

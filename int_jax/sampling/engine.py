@@ -254,17 +254,12 @@ class Qwen3Engine(engine_api.Engine):
                 key = self.prompt_key(admitted[i][0], version)
                 self.pages.remember(key, logits)
                 done[key] = out[i] = logits
-            # One call makes every copy at once, reading the pool as it was: a copy from
-            # pages that are themselves copied in this call (a third shard copying from
-            # the second) must read the pages the second copies from.
-            copies, origin = [], {}
+            copies = []
             for i, (_, holds, logits) in enumerate(admitted):
                 if isinstance(logits, pages_lib.Pending):
                     out[i] = done[logits.key]  # prefilled in this call
                 if holds[0].source is not None:
-                    for src, dst in zip(holds[0].source, holds[0].pages):
-                        origin[dst] = src = origin.get(src, src)
-                        copies.append((src, dst))
+                    copies += zip(holds[0].source, holds[0].pages)
             self.core.copy_pages(copies)
             for _, holds, _ in admitted:
                 for hold in holds:
