@@ -19,7 +19,8 @@ ones that ran. Analysis hooks, off by default:
   --memory    the compiled step's memory analysis (arguments, outputs, temporaries:
               what the remat policy and the kernel keep) and XLA's FLOP count
   --profile D a jax.profiler trace of the timed steps under D (TensorBoard's profile
-              tab; the step's phases and the model's modules are named scopes)
+              tab; the step's phases and the model's modules are named scopes), and
+              the seconds per step by scope and the slowest ops (op_profile.py)
   --packed    rows of several examples (segment ids), the case the segment-id kernels
               (splash, triton) serve; default: one right-padded example per row
 """
@@ -68,7 +69,7 @@ def main() -> None:
     ap.add_argument("--attention", default=None, help="attention_impl (default: the config's, "
                     "else auto)")
     ap.add_argument("--attention-block", type=int, default=None,
-                    help="attention_chunk_size (flash/chunked block; default: the config's, else 128)")
+                    help="attention_chunk_size (flash/chunked block; default: the config's, else 256, configs/sft.py's)")
     ap.add_argument("--remat", nargs="?", const="full", default=None,
                     help="none | full | dots | names (bare --remat: full; default: the config's, "
                          "else none)")
@@ -108,7 +109,7 @@ def main() -> None:
         impl = attention.resolve(args.attention or "auto", platform, packed=args.packed,
                                  dtype=factory.dtype_of(dtype_name))
         cfg = base.replace(remat=factory.remat_of(args.remat or "none"), attention_impl=impl,
-                           attention_chunk_size=args.attention_block or 128,
+                           attention_chunk_size=args.attention_block or 256,
                            max_position_embeddings=max(args.seq, 4096))
     dtype = factory.dtype_of(dtype_name)
     model = qwen3.create(cfg, dtype=dtype, param_dtype=jnp.float32, seed=0)
@@ -217,6 +218,10 @@ def main() -> None:
         data["ratio"] = ratio
     common.report_peak_memory(lines, data)
     if args.profile:
+        import op_profile  # noqa: PLC0415
+
+        hlo = step.lower(holder["state"], batch).compile().as_text()
+        lines += op_profile.summarize(args.profile, hlo, steps=args.repeats)
         lines.append(f"profile: {args.profile} (tensorboard --logdir {args.profile})")
     print("\n".join(lines))
     print(f"written to {common.write_result(args.out, lines, data)}")

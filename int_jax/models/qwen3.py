@@ -25,6 +25,8 @@ from jax.ad_checkpoint import checkpoint_name
 
 from int_jax.models import attention as attention_lib
 from int_jax.models import sharding
+from int_jax.models.rms_norm import rms_norm
+from int_jax.models.swiglu import swiglu
 from int_jax.models.vocab import QWEN3_END_TOKEN_IDS  # noqa: F401 - re-exported
 
 
@@ -254,10 +256,7 @@ class RMSNorm(nnx.Module):
 
     def __call__(self, x):
         with jax.named_scope("norm"):
-            dtype = x.dtype
-            x32 = x.astype(jnp.float32)
-            x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-            return self.weight[...].astype(dtype) * x32.astype(dtype)
+            return rms_norm(x, self.weight[...], self.eps)
 
 
 def rope(x, positions, theta: float):
@@ -343,10 +342,9 @@ class MLP(nnx.Module):
     def __call__(self, x):
         with jax.named_scope("mlp"):
             dt = self.dtype
-            gate = checkpoint_name(x @ self.gate_proj[...].astype(dt), "mlp_gate")
-            up = checkpoint_name(x @ self.up_proj[...].astype(dt), "mlp_up")
-            return checkpoint_name((jax.nn.silu(gate) * up) @ self.down_proj[...].astype(dt),
-                                   "mlp_out")
+            out = swiglu(x, self.gate_proj[...].astype(dt), self.up_proj[...].astype(dt),
+                         self.down_proj[...].astype(dt))
+            return checkpoint_name(out, "mlp_out")
 
 
 class DecoderLayer(nnx.Module):

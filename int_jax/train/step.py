@@ -221,11 +221,15 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation,
                 return (g_sum, combine_terms(t_sum, terms)), None
 
             first = jax.tree.map(lambda x: x[0], batch)
-            terms_shape = jax.eval_shape(lambda: micro_loss(state.params, first, step_rng)[1])
-            zeros_terms = jax.tree.map(_identity, terms_shape, is_leaf=_is_kind)
-            zeros_grads = jax.tree.map(jnp.zeros_like, state.params)
-            (g_sum, terms), _ = jax.lax.scan(
-                body, (zeros_grads, zeros_terms), (batch, jax.random.split(step_rng, accum)))
+            keys = jax.random.split(step_rng, accum)
+            if accum == 1:  # no accumulation buffer: a zero-filled copy of the params saved
+                g_sum, terms = grad_fn(state.params, first, keys[0])
+                g_sum = jax.lax.with_sharding_constraint(g_sum, shardings.params)
+            else:
+                terms_shape = jax.eval_shape(lambda: micro_loss(state.params, first, step_rng)[1])
+                zeros_terms = jax.tree.map(_identity, terms_shape, is_leaf=_is_kind)
+                zeros_grads = jax.tree.map(jnp.zeros_like, state.params)
+                (g_sum, terms), _ = jax.lax.scan(body, (zeros_grads, zeros_terms), (batch, keys))
 
             with jax.named_scope("optimizer"):
                 denom = jnp.where(terms.weight > 0, terms.weight, 1.0)

@@ -1,0 +1,58 @@
+"""The SwiGLU MLP `(silu(x @ Wg) * (x @ Wu)) @ Wd` with a hand-written backward.
+
+Why not autodiff: on CPU, XLA fuses the silu derivative with a transpose of the
+[T, F] gradient into one loop that writes it column by column (0.1 s per layer at
+2048 tokens, a third of the MLP's backward), because the weight-gradient dots it
+derives contract over the token axis of a re-laid-out operand. Writing the six
+backward dots as einsums over the saved gate and up projections keeps every
+operand in the layout it was produced in: the MLP's forward + backward took 477 ms
+with autodiff and 334 ms with this rule (torch: 339 ms) on 2 CPU cores, ~100M
+model width. Same math; the elementwise part runs in fp32 whatever the compute
+dtype. The gate and up projections are the residuals, named for remat policies
+(`qwen3.ACTIVATION_NAMES`: mlp_gate, mlp_up).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+
+def _hidden(gate, up):
+    return jax.nn.silu(gate) * up
+
+
+@jax.custom_vjp
+def swiglu(x, w_gate, w_up, w_down):
+    """x [..., D], w_gate / w_up [D, F], w_down [F, D] -> [..., D]."""
+    return _hidden(x @ w_gate, x @ w_up) @ w_down
+
+
+def _forward(x, w_gate, w_up, w_down):
+    gate = checkpoint_name(x @ w_gate, "mlp_gate")
+    up = checkpoint_name(x @ w_up, "mlp_up")
+    return _hidden(gate, up) @ w_down, (x, w_gate, w_up, w_down, gate, up)
+
+
+def _backward(res, dy):
+    x, w_gate, w_up, w_down, gate, up = res
+    dt = gate.dtype
+    g32, u32 = gate.astype(jnp.float32), up.astype(jnp.float32)
+    sig = jax.nn.sigmoid(g32)
+    silu = g32 * sig
+    hidden = (silu * u32).astype(dt)
+    d_hidden = jnp.einsum("...d,fd->...f", dy, w_down).astype(jnp.float32)
+    # d silu(g) / dg = sig * (1 + g * (1 - sig))
+    d_gate = (d_hidden * u32 * sig * (1.0 + g32 * (1.0 - sig))).astype(dt)
+    d_up = (d_hidden * silu).astype(dt)
+    d_w_down = jnp.einsum("...f,...d->fd", hidden, dy)
+    d_w_gate = jnp.einsum("...d,...f->df", x, d_gate)
+    d_w_up = jnp.einsum("...d,...f->df", x, d_up)
+    d_x = (jnp.einsum("...f,df->...d", d_gate, w_gate)
+           + jnp.einsum("...f,df->...d", d_up, w_up))
+    return (d_x.astype(x.dtype), d_w_gate.astype(w_gate.dtype), d_w_up.astype(w_up.dtype),
+            d_w_down.astype(w_down.dtype))
+
+
+swiglu.defvjp(_forward, _backward)
