@@ -16,6 +16,7 @@ from int_jax.models.sharding import DEFAULT_RULES, MeshConfig, make_mesh
 from int_jax.train import optim, sft
 from int_jax.train import step as train_step
 from int_jax.train.state import ModelDef, TrainState, init_state, state_shardings
+from int_jax.train.vocab import token_stats
 
 CFG = qwen3.Qwen3Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=2,
                         num_heads=4, num_kv_heads=2, head_dim=8, tie_word_embeddings=False)
@@ -102,7 +103,7 @@ def test_label_only_tokens_change_neither_loss_nor_gradient():
         model = model_def.merge(p)
         hidden = model.hidden_states(base["ids"], base["positions"],
                                      segment_ids=base["segment_ids"])
-        return jnp.sum(w * sft.token_stats(model, hidden, labels, chunk_size=5))
+        return jnp.sum(w * token_stats(model, hidden, labels, chunk_size=5))
 
     targets, w = sft.next_token_targets(base["ids"], base["loss_weights"], base["segment_ids"])
     noisy = jnp.where(w == 0, (targets + 13) % CFG.vocab_size, targets)
@@ -132,8 +133,13 @@ def test_packed_unweighted_neighbour_does_not_leak():
         np.testing.assert_array_equal(grad[k], grad2[k], err_msg=k)
 
 
-def test_chunked_loss_gradient_equals_dense():
-    model_def, params = ModelDef.split(qwen3.create(CFG, seed=4))
+@pytest.mark.parametrize("tied", [False, True])
+def test_chunked_loss_gradient_equals_dense(tied):
+    """sft_loss (chunked, its projection gradient formed in the forward: weighted_nll.py)
+    against autodiff of the dense [B, T, V] loss; tied: the embedding takes both the
+    input's and the projection's gradient."""
+    cfg = CFG.replace(tie_word_embeddings=tied)
+    model_def, params = ModelDef.split(qwen3.create(cfg, seed=4))
     batch = {k: jnp.asarray(v) for k, v in _batch(np.random.default_rng(3)).items()}
 
     def dense(p):
@@ -146,11 +152,12 @@ def test_chunked_loss_gradient_equals_dense():
 
     _, g_chunked = _loss_and_grad(model_def, params, batch)
     g_dense = jax.jit(jax.grad(dense))(params)
+    assert set(g_dense) == set(g_chunked)
     # Two fp32 programs for one gradient: 2 gamma_K * (leaf's largest |entry|), K the
     # loss-gradient chain (tests/numerics.py).
     b, t = batch["ids"].shape
     score = numerics.qwen3_score_bound(model_def.merge(params))
-    k_grad = numerics.qwen3_gradient_chain(CFG, t, t - 1, score, b * t)
+    k_grad = numerics.qwen3_gradient_chain(cfg, t, t - 1, score, b * t)
     for k in g_dense:
         numerics.assert_within(g_chunked[k], g_dense[k], numerics.leaf_tol(g_dense[k], k_grad), k)
 

@@ -37,6 +37,7 @@ def _forward(x, weight, eps):
 def _backward(eps, res, dy):
     del eps
     x, weight, r = res
+    x, r, dy = jax.lax.optimization_barrier((x, r, dy))  # as in swiglu.py: no early x * r
     xn = x.astype(jnp.float32) * r
     dy32 = dy.astype(jnp.float32)
     d_weight = jnp.sum(dy32 * xn, axis=tuple(range(dy.ndim - 1)))

@@ -21,9 +21,10 @@ takes minutes. So the step is split into pieces whose memory adds up:
     kernel; its arguments and outputs include the layer's weights gathered whole in the
     compute dtype and their whole gradient, as a device holds them under fsdp before
     the reduce-scatter;
-  * the loss: final norm and the chunked vocabulary projection (`vocab.token_stats`),
-    forward + backward: a chunk's fp32 logits, their gradient, the projection's
-    gathered weights and gradient.
+  * the loss: final norm and the chunked vocabulary projection, forward + backward: a
+    chunk's fp32 logits, their gradient, the projection's gathered weights and gradient
+    (SFT: `weighted_nll`, which forms that gradient in the forward pass; GRPO:
+    `vocab.token_stats`, which recomputes the logits in the backward).
   The step's peak beyond the train state: the gradients, plus the larger of the loss's
   backward (every layer's saved activations live), a layer's backward (all but one
   layer's), or the optimizer's update.
@@ -39,7 +40,10 @@ gathered weights, collectives' buffers, memory outside XLA's pool. Not measured 
 (an assumption): that the target's compiler keeps only what the remat policy saves,
 as TPU and GPU XLA do; XLA's CPU scheduler does not (it computes a layer's
 recomputation early), which is why saved activations are read from the trace and not
-from a compile of several layers.
+from a compile of several layers. Without remat, the larger of the trace and a two- minus
+one-layer compile: the hand-written backward rules (models/swiglu.py, rms_norm.py) save
+few residuals, and XLA's CPU schedule computes some of their backward terms early and
+keeps them.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from flax import nnx
 
 from int_jax.models import qwen3
 from int_jax.train.vocab import token_stats
+from int_jax.train.weighted_nll import weighted_nll
 
 # Target kernels that cannot compile on this CPU, and the kernel compiled instead.
 STAND_IN = {"splash": "flash", "triton": "flash", "cudnn": "flash"}
@@ -159,12 +164,13 @@ def _abstract(arch: qwen3.Qwen3Config, dtype):
     return nnx.split(model)
 
 
-def _layer_forward(shape: StepShape):
-    """(forward(params, x, positions, q_index, segments) of one decoder layer under the
-    remat policy, its abstract weights in the compute dtype, x, an int [rows, T] input)."""
+def _layer_forward(shape: StepShape, layers: int = 1):
+    """(forward(params, x, positions, q_index, segments) of `layers` decoder layers under
+    the remat policy, their abstract weights in the compute dtype, x, an int [rows, T]
+    input)."""
     dtype = jnp.dtype(shape.dtype)
     # A one-row vocabulary: the embedding is not part of this piece.
-    graphdef, params = _abstract(shape.arch.replace(num_layers=1, vocab_size=1,
+    graphdef, params = _abstract(shape.arch.replace(num_layers=layers, vocab_size=1,
                                                     tie_word_embeddings=True), dtype)
 
     def forward(params, x, positions, q_index, segments):
@@ -176,9 +182,38 @@ def _layer_forward(shape: StepShape):
 
 
 def _saved_per_layer(shape: StepShape) -> int:
-    """Bytes the backward of one layer keeps from its forward (the pullback's residuals),
-    leaving out its weights and int inputs (the parameters, and arrays every layer
-    shares, are counted once elsewhere), keeping its input activation."""
+    """Bytes the backward of one layer keeps from its forward: the pullback's residuals
+    (`_residual_bytes`); without remat, at least what XLA's CPU schedule keeps per layer
+    (`_kept_per_layer`), which is more where it computes parts of a hand-written backward
+    (models/swiglu.py, rms_norm.py) during the forward and holds the results. With a
+    remat policy the residuals alone: the CPU's early recomputation would count whole
+    layers (see the module docstring)."""
+    traced = _residual_bytes(shape)
+    if shape.arch.remat != "none":
+        return traced
+    return max(traced, _kept_per_layer(shape))
+
+
+def _kept_per_layer(shape: StepShape) -> int:
+    """XLA's temporaries of a two-layer forward + backward minus a one-layer one."""
+    def temp(layers):
+        forward, params, x, ints = _layer_forward(shape, layers)
+
+        def fwd_bwd(params, x, positions, q_index, segments, cotangent):
+            _, pullback = jax.vjp(lambda p, h: forward(p, h, positions, q_index, segments),
+                                  params, x)
+            return pullback(cotangent)
+
+        m = jax.jit(fwd_bwd).lower(params, x, ints, ints, ints, x).compile().memory_analysis()
+        return int(m.temp_size_in_bytes)
+
+    return max(temp(2) - temp(1), 0)
+
+
+def _residual_bytes(shape: StepShape) -> int:
+    """Bytes of one layer's pullback residuals, leaving out its weights and int inputs
+    (the parameters, and arrays every layer shares, are counted once elsewhere), keeping
+    its input activation."""
     forward, params, x, ints = _layer_forward(shape)
 
     def residuals(params, x, positions, q_index, segments):
@@ -219,9 +254,13 @@ def _loss_piece(shape: StepShape):
     def fwd_bwd(params, hidden, targets):
         def loss(params, hidden):
             model = nnx.merge(graphdef, params)
-            out = token_stats(model, model.norm(hidden), targets, chunk_size=shape.loss_chunk,
-                              entropy=shape.entropy)
-            return sum(jnp.sum(x) for x in (out if shape.entropy else (out,)))
+            if not shape.entropy:  # SFT's loss: the gradient formed in the forward pass
+                return weighted_nll(model, model.norm(hidden), targets,
+                                    jnp.ones(targets.shape, jnp.float32),
+                                    chunk_size=shape.loss_chunk)
+            nll, ent = token_stats(model, model.norm(hidden), targets,
+                                   chunk_size=shape.loss_chunk, entropy=True)
+            return jnp.sum(nll) + jnp.sum(ent)
 
         _, pullback = jax.vjp(loss, params, hidden)
         return pullback(jnp.ones((), jnp.float32))

@@ -3,7 +3,8 @@
 The loss of a global batch is `sum_i w_i * nll_i / sum_i w_i` over every label
 token of every micro-batch: the loss returns the *sums* (`step.LossTerms`) and the
 train step divides once, so gradient accumulation and device count never change it.
-[B, T, V] logits are never materialised (`vocab.token_stats`).
+[B, T, V] logits are never materialised, and the projection's gradient is formed in the
+forward pass (`weighted_nll.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from int_jax.train.step import LossTerms
-from int_jax.train.vocab import token_stats
+from int_jax.train.weighted_nll import weighted_nll
 
 Batch = Mapping[str, jax.Array]
 
@@ -38,8 +39,7 @@ def sft_loss(model, batch: Batch, rng=None, *, chunk_size: int = 512) -> LossTer
     ids, seg = batch["ids"], batch["segment_ids"]
     hidden = model.hidden_states(ids, batch["positions"], segment_ids=seg)
     targets, w = next_token_targets(ids, batch["loss_weights"], seg)
-    nll = token_stats(model, hidden, targets, chunk_size=chunk_size)
-    weighted = jnp.sum(w * nll)
+    weighted = weighted_nll(model, hidden, targets, w, chunk_size=chunk_size)
     counted = (w != 0).astype(jnp.float32)
     return LossTerms(total=weighted, weight=jnp.sum(w),
                      metrics={"trained_tokens": jnp.sum(counted),
