@@ -41,5 +41,6 @@ def get_config(arg: str = "default") -> ConfigDict:
     # Small batches, many updates: a tiny model from scratch learns faster per token.
     s.train.update(global_batch=4, micro_batch=0, epochs=1, save_every=100, tensorboard=False)
     s.optim.update(lr=2e-3, warmup_ratio=0.05, weight_decay=0.0)  # from scratch: a high lr
+    s.model.attention_chunk_size = 128  # flash's block when the committed base was trained
     c.sft = s
     return c

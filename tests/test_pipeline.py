@@ -119,6 +119,15 @@ def test_stage_configs_chain_through_the_run_folder(tmp_path):
     assert s["rollout"].data.problems == s["grpo"].data.problems == str(w / "hard/rollout/hard.jsonl")
     assert s["sft"].data.train_path == str(w / "reference" / "sft.jsonl")
 
+    # The row's seed shifts every stage's own seed (another run of the whole row).
+    own = {n: (cfg.seed if n != "sft" else (cfg.data.seed, cfg.train.seed))
+           for n, cfg in pipeline.stage_configs(experiment("int_rl")).items()}
+    c.seed = 2
+    s = pipeline.stage_configs(c)
+    for stage in ("rollout", "select", "grpo", "eval"):
+        assert s[stage].seed == own[stage] + 2, stage
+    assert (s["sft"].data.seed, s["sft"].train.seed) == (own["sft"][0] + 2, own["sft"][1] + 2)
+
     bad = experiment("int_rl")
     bad.experiment.stages = ("sft", "rollout")
     with pytest.raises(ValueError, match="out of order"):

@@ -235,3 +235,30 @@ def test_example_mix_and_bad_kind():
         assert e.segments[0].text.startswith(hint)
     with pytest.raises(ValueError, match="unknown kind"):
         base_data.examples(1, {"trace": 1, "proof": 1}, seed=0, drop=0.3, other_errors=0.0)
+
+
+def test_seeds_table_reads_each_seed_and_compares_by_the_spread(tmp_path):
+    from int_jax.running_sum import seeds
+
+    def write(folder, row, p):
+        d = tmp_path / folder / row / "eval"
+        d.mkdir(parents=True)
+        (d / "summary_heldout_hard.json").write_text(json.dumps({"pass_at_1": p}))
+
+    for folder, (a, b) in {"s0": (0.50, 0.30), "s1": (0.60, 0.45), "s2": (0.55, 0.40)}.items():
+        write(folder, "int_rl", a)
+        write(folder, "rl", b)
+    write("s0", "base", 0.05)
+    folders = [tmp_path / f for f in ("s0", "s1", "s2")]
+    assert seeds.pass_at_1(folders, "heldout_hard")["base"] == [0.05, None, None]
+    r = seeds.beats([0.50, 0.60, 0.55], [0.30, 0.45, 0.40])
+    assert r["mean_difference"] == pytest.approx(0.5 / 3, abs=1e-12)
+    assert (r["range_a"], r["range_b"], r["clear"]) == (pytest.approx(0.1), pytest.approx(0.15), True)
+    assert not seeds.beats([0.50, 0.40], [0.45, 0.30])["clear"]  # overlapping seeds
+    text = seeds.table(folders, "heldout_hard", ("int_rl", "rl"))
+    assert "int_rl | 50.0% | 60.0% | 55.0% | 55.0% | 10.0%" in text
+    assert "base | 5.0% | - | - | 5.0% | -" in text
+    assert "+16.7 points" in text and "above every seed of rl: yes" in text
+    (tmp_path / "s1" / "rl" / "eval" / "summary_heldout_hard.json").write_text("{}")
+    with pytest.raises(ValueError, match="s1/rl/eval/summary_heldout_hard.json: field 'pass_at_1'"):
+        seeds.pass_at_1(folders, "heldout_hard")

@@ -91,6 +91,9 @@ def experiment(row: str, arg: str = "qwen3_4b_instruct_2507") -> ConfigDict:
     # The folder's name is the row's: the report finds a paper row by it (tiny: runs/tiny/<row>).
     c.workdir = f"runs/{arg}/{row}" if tiny or toy else f"runs/{row}"
     c.base_model = ""  # HF folder of the start model; '' = the preset's random weights
+    # Added to every stage's own seed (data, SFT, GRPO, eval): seed=1, 2 ... rerun the
+    # whole row with other random streams (give each its own workdir).
+    c.seed = 0
     c.problems = ConfigDict(dict(
         train="",  # Problem JSONL: the hard training problems (rollouts, RL, eval's `train`)
     ))
@@ -181,9 +184,10 @@ def _toy(c: ConfigDict) -> None:
     c.int.continuation.update(m=2, max_new_tokens=160, batch_size=32)
     c.int.reflect.update(max_new_tokens=160, context_limit=960, batch_size=64)
     c.hard.n = 8
-    # SFT from the base: short rows, a few epochs over a few hundred examples.
+    # SFT from the base: short rows, a few epochs over the few verified interventions (3
+    # to 30 of them, by seed: batches of 4, so the smallest set still makes one).
     c.sft.data.cutoff_len = 512
-    c.sft.train.update(global_batch=16, micro_batch=0, epochs=3, save_every=1000,
+    c.sft.train.update(global_batch=4, micro_batch=0, epochs=3, save_every=1000,
                        tensorboard=False)
     c.sft.optim.lr = 3e-4
     # GRPO: a few steps of 8 problems x 8 samples.

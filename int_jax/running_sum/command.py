@@ -7,6 +7,9 @@
   config: rerunning with the same config does nothing.
 * `measure RUN_DIR`: accuracy per difficulty and how often the proposed locations are
   the true first errors, from a run folder's rollout and filter stages.
+* `seeds FOLDER...`: held-out hard pass@1 of every row in each seed's folder of run
+  folders (`runs/toy runs/toy_seed1 ...`), and whether InT + RL beats RL by more than
+  the seeds' spread (`seeds.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ml_collections import ConfigDict
 from int_jax.data.records import write_records
 from int_jax.running_sum import problems as problem_sets
 
-USAGE = "usage: int-jax running-sum problems | base | measure RUN_DIR"
+USAGE = "usage: int-jax running-sum problems | base | measure RUN_DIR | seeds FOLDER..."
 SETS = ("train_hard", "heldout_hard", "easy")
 
 
@@ -53,6 +56,15 @@ def main(config: ConfigDict, args: list[str]) -> int:
         from int_jax.running_sum.measure import measure
 
         print(json.dumps(measure(args[1]), indent=2))
+        return 0
+    if len(args) >= 2 and args[0] == "seeds":
+        from int_jax.running_sum.seeds import table
+
+        folders = [Path(a) for a in args[1:]]
+        missing = [str(f) for f in folders if not f.is_dir()]
+        if missing:
+            raise FileNotFoundError(f"no such folder: {', '.join(missing)}")
+        print(table(folders, "heldout_hard", ("int_rl", "rl")))
         return 0
     print(USAGE, file=sys.stderr)
     return 2

@@ -75,8 +75,10 @@ def stage_configs(config: ConfigDict) -> dict[str, ConfigDict]:
         stages = ("hard",) + stages
     train = str(work / "hard" / "rollout" / "hard.jsonl") if hard else str(config.problems.train)
     out: dict[str, ConfigDict] = {}
+    shift = int(config.get("seed", 0))  # the row's seed: added to every stage's own
 
     data = _copy(config.int)
+    data.seed = int(data.seed) + shift
     data.run.root, data.run.name = str(work.parent), work.name
     data.data.problems = train
     _model(data, base)
@@ -99,6 +101,7 @@ def stage_configs(config: ConfigDict) -> dict[str, ConfigDict]:
         if sft_set not in SFT_SETS:
             raise ValueError(f"config.experiment.sft_set={sft_set!r}; one of {SFT_SETS}")
         s.data.train_path = str(work / sft_set / "sft.jsonl")
+        s.data.seed, s.train.seed = int(s.data.seed) + shift, int(s.train.seed) + shift
         _model(s, base)
         out["sft"] = s
         model = str(work / "sft" / "hf")
@@ -108,12 +111,14 @@ def stage_configs(config: ConfigDict) -> dict[str, ConfigDict]:
         g.data.problems = train
         _model(g, model)
         g.init.orbax_path = ""
+        g.seed = int(g.seed) + shift
         out["grpo"] = g
         model = str(work / "grpo" / "hf")
     if "eval" in stages:
         e = _copy(config.eval)
         e.run.root, e.run.name = str(work.parent), work.name
         _model(e, model)
+        e.seed = int(e.seed) + shift
         benchmarks = e.eval.benchmarks
         if "train" in benchmarks and not benchmarks.train.path:
             benchmarks.train.path = train  # the training problems, as the paper reports them too
