@@ -47,8 +47,8 @@ def _scan(hidden, w, targets, weights, vocab_major, chunk, grads=True):
     """(total, d_total/d_hidden, d_total/d_w in fp32); without `grads` the total alone."""
     b, t, d = hidden.shape
     c = min(chunk, t)
-    logits_eq, d_hidden_eq, d_w_eq = (("bcd,vd->bcv", "bcv,vd->bcd", "bcv,bcd->vd") if vocab_major
-                                      else ("bcd,dv->bcv", "bcv,dv->bcd", "bcd,bcv->dv"))
+    logits_eq, d_hidden_eq = (("bcd,vd->bcv", "bcv,vd->bcd") if vocab_major
+                              else ("bcd,dv->bcv", "bcv,dv->bcd"))
 
     def body(d_w, xs):
         h, y, wt = xs
@@ -62,15 +62,20 @@ def _scan(hidden, w, targets, weights, vocab_major, chunk, grads=True):
         hit = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2) == y[..., None]
         d_logits = (wt[..., None] * jnp.where(hit, p - 1.0, p)).astype(h.dtype)
         d_h = jnp.einsum(d_hidden_eq, d_logits, w, preferred_element_type=jnp.float32)
-        operands = (d_logits, h) if vocab_major else (h, d_logits)
-        d_w = d_w + jnp.einsum(d_w_eq, *operands, preferred_element_type=jnp.float32)
+        # Accumulated as [D, V] whatever w's layout: contracting the chunk's tokens with
+        # the [c, V] logits gradient as the right operand needs no transposed copy of it
+        # (on CPU, [V, D] = dl^T h copied dl, 0.2 s per step at V=32k, 2048 tokens).
+        d_w = d_w + jnp.einsum("bcd,bcv->dv", h, d_logits, preferred_element_type=jnp.float32)
         return d_w, (total, d_h.astype(h.dtype))
 
     d_w, (totals, d_h) = jax.lax.scan(
-        body, jnp.zeros(w.shape if grads else (), jnp.float32),
+        body, jnp.zeros((d, w.shape[0] if vocab_major else w.shape[1]) if grads else (),
+                        jnp.float32),
         (_chunks(hidden, c), _chunks(targets, c), _chunks(weights, c)))
     if not grads:
         return jnp.sum(totals)
+    if vocab_major:
+        d_w = d_w.T
     d_h = d_h.swapaxes(0, 1).reshape(b, -1, d)[:, :t]
     return jnp.sum(totals), d_h, d_w
 
