@@ -35,6 +35,8 @@ SCRIPT = textwrap.dedent("""
             time.sleep(0.005)
         return real(params, state)
     engine.generate = counting
+    status = open("/proc/self/status").read().splitlines()
+    print("SIGNALS", [l for l in status if l.startswith(("SigBlk", "SigIgn"))], flush=True)
     before = set(threading.enumerate())
     try:
         s.generate([[1, 2, 3]] * 8, n=1, sampling=GREEDY, max_new_tokens=1000, seed=0)
@@ -51,8 +53,16 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_ctrl_c_mid_generate_stops_cleanly_and_promptly():
+    # The child starts as from a terminal: SIGINT neither ignored nor blocked. A child of
+    # a process (pytest, after other tests) that ignores or blocks it inherits that and
+    # never sees the signal (Python installs no handler for an ignored SIGINT).
+    def as_from_a_terminal():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+                            stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            preexec_fn=as_from_a_terminal)
     lines = []
     try:
         for line in proc.stdout:  # compile + start: bounded by the outer pytest timeout

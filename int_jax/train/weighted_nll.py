@@ -52,7 +52,8 @@ def _scan(hidden, w, targets, weights, vocab_major, chunk, grads=True):
 
     def body(d_w, xs):
         h, y, wt = xs
-        logits = jnp.einsum(logits_eq, h, w, preferred_element_type=jnp.float32)
+        with jax.named_scope("lm_head"):  # the model's name for the projection (profiles)
+            logits = jnp.einsum(logits_eq, h, w, preferred_element_type=jnp.float32)
         lse = jax.nn.logsumexp(logits, axis=-1)
         picked = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
         total = jnp.sum(wt * (lse - picked))
