@@ -3,7 +3,8 @@
 Every weight carries `logical_axes` metadata (MaxText style); `sharding.py` maps
 those names to mesh axes with rules from the config, so changing parallelism never
 touches this file. Projection kernels are stored head-split (`[embed, heads,
-head_dim]`) so heads can be sharded over the `tensor` axis without reshapes.
+head_dim]`) so heads can be sharded over the `tensor` axis; the matmuls merge (heads,
+head_dim) with a reshape that is a bitcast (`_heads_in`, `_heads_out`).
 
 One forward serves training, parity tests and KV-cache decoding:
 
@@ -296,7 +297,8 @@ class Attention(nnx.Module):
 
     def _attend(self, x, positions, q_index, q_segment, kv_segment, cache_kv):
         dt = self.dtype
-        q, k, v = (_heads_in(x, w[...].astype(dt)) for w in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (_heads_in(x, w[...].astype(dt))
+                   for w in (self.q_proj, self.k_proj, self.v_proj))
         # Qwen3: per-head RMSNorm on q and k, *then* RoPE.
         q = checkpoint_name(rope(self.q_norm(q), positions, self.cfg.rope_theta), "query")
         k = checkpoint_name(rope(self.k_norm(k), positions, self.cfg.rope_theta), "key")
