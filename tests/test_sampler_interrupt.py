@@ -53,9 +53,10 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_ctrl_c_mid_generate_stops_cleanly_and_promptly():
-    # The child starts as from a terminal: SIGINT neither ignored nor blocked. A child of
-    # a process (pytest, after other tests) that ignores or blocks it inherits that and
-    # never sees the signal (Python installs no handler for an ignored SIGINT).
+    # The child starts as from a terminal: SIGINT neither ignored nor blocked. Run as a
+    # background job (`make test &` in a script), pytest and its children start with
+    # SIGINT ignored (POSIX, for a non-interactive shell), and Python installs no handler
+    # for an ignored SIGINT: the child would never see the signal.
     def as_from_a_terminal():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
