@@ -13,7 +13,7 @@ import torch
 
 from int_jax.models.rms_norm import rms_norm
 from int_jax.models.swiglu import swiglu
-from numerics import reduction_tol
+from numerics import assert_within, reduction_tol
 
 B, T, D, F = 2, 64, 32, 48
 ELEMENTWISE = 16  # roundings on the longest elementwise path of either backward, rounded up
@@ -21,13 +21,6 @@ ELEMENTWISE = 16  # roundings on the longest elementwise path of either backward
 
 def _rng():
     return np.random.default_rng(0)
-
-
-def _check(name, got, want, bound):
-    err = np.abs(np.asarray(got, np.float64) - want)
-    worst = np.unravel_index(np.argmax(err - bound), err.shape)
-    assert np.all(err <= bound), (f"{name}: |got - want| = {err[worst]:.3g} > bound "
-                                  f"{bound[worst]:.3g} at {worst}")
 
 
 def test_swiglu_gradients_match_float64_autograd():
@@ -60,7 +53,7 @@ def test_swiglu_gradients_match_float64_autograd():
     # (d_x) or over B*T tokens (weights), plus the elementwise roundings.
     k = 2 * D + max(F, B * T) + ELEMENTWISE
     for name, gv, wv, m in zip(("x", "w_gate", "w_up", "w_down"), got, want, mags):
-        _check(name, gv, wv, reduction_tol(k, 1.0, evaluations=1) * m + 1e-12)
+        assert_within(gv, wv, reduction_tol(k, 1.0, evaluations=1) * m + 1e-12, name)
 
 
 def test_rms_norm_gradients_match_float64_autograd():
@@ -84,6 +77,7 @@ def test_rms_norm_gradients_match_float64_autograd():
     mag_w = np.sum(np.abs(dy64) * xn, axis=(0, 1))
     # 1/rms: a mean of D squares; d_x: another mean over D; d_w: a sum over B*T tokens.
     k = 2 * D + B * T + ELEMENTWISE
-    _check("x", got[0], tx.grad.numpy(), reduction_tol(k, 1.0, evaluations=1) * mag_x + 1e-12)
-    _check("w", got[1], tw.grad.numpy(), reduction_tol(k, 1.0, evaluations=1) * mag_w + 1e-12)
+    tol = reduction_tol(k, 1.0, evaluations=1)
+    assert_within(got[0], tx.grad.numpy(), tol * mag_x + 1e-12, "x")
+    assert_within(got[1], tw.grad.numpy(), tol * mag_w + 1e-12, "w")
 

@@ -197,15 +197,8 @@ def _saved_per_layer(shape: StepShape) -> int:
 def _kept_per_layer(shape: StepShape) -> int:
     """XLA's temporaries of a two-layer forward + backward minus a one-layer one."""
     def temp(layers):
-        forward, params, x, ints = _layer_forward(shape, layers)
-
-        def fwd_bwd(params, x, positions, q_index, segments, cotangent):
-            _, pullback = jax.vjp(lambda p, h: forward(p, h, positions, q_index, segments),
-                                  params, x)
-            return pullback(cotangent)
-
-        m = jax.jit(fwd_bwd).lower(params, x, ints, ints, ints, x).compile().memory_analysis()
-        return int(m.temp_size_in_bytes)
+        fn, *args = _layer_piece(shape, layers)
+        return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
 
     return max(temp(2) - temp(1), 0)
 
@@ -232,9 +225,10 @@ def _residual_bytes(shape: StepShape) -> int:
     return total
 
 
-def _layer_piece(shape: StepShape):
-    """One decoder layer's forward + backward, and its abstract arguments."""
-    forward, params, x, ints = _layer_forward(shape)
+def _layer_piece(shape: StepShape, layers: int = 1):
+    """`layers` decoder layers' forward + backward (one: the plan's layer piece), and its
+    abstract arguments."""
+    forward, params, x, ints = _layer_forward(shape, layers)
 
     def fwd_bwd(params, x, positions, q_index, segments, cotangent):
         _, pullback = jax.vjp(lambda p, h: forward(p, h, positions, q_index, segments),

@@ -20,16 +20,21 @@ def token_stats(model, hidden, targets, *, chunk_size: int = 512, entropy: bool 
         return _token_stats(model, hidden, targets, chunk_size, entropy)
 
 
-def _token_stats(model, hidden, targets, chunk_size, entropy):
-    b, t, d = hidden.shape
-    c = min(chunk_size, t)
+def sequence_chunks(x, c: int):
+    """[B, T, ...] -> [ceil(T / c), B, c, ...]: the sequence in chunks of c positions (the
+    scan axis first), zero-padded to a multiple of c."""
+    b, t = x.shape[:2]
     pad = (-t) % c
     if pad:
-        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-        targets = jnp.pad(targets, ((0, 0), (0, pad)))
-    n = (t + pad) // c
-    h_chunks = hidden.reshape(b, n, c, d).swapaxes(0, 1)
-    y_chunks = targets.reshape(b, n, c).swapaxes(0, 1)
+        x = jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
+    return x.reshape(b, (t + pad) // c, c, *x.shape[2:]).swapaxes(0, 1)
+
+
+def _token_stats(model, hidden, targets, chunk_size, entropy):
+    b, t = hidden.shape[:2]
+    c = min(chunk_size, t)
+    n = -(-t // c)
+    h_chunks, y_chunks = sequence_chunks(hidden, c), sequence_chunks(targets, c)
 
     @jax.checkpoint
     def one_chunk(h, y):

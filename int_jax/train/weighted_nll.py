@@ -20,6 +20,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from int_jax.train.vocab import sequence_chunks
+
 
 def weighted_nll(model, hidden, targets, weights, *, chunk_size: int = 512):
     """sum_t weights[b, t] * -log softmax(model.project(hidden))[b, t, targets[b, t]] (fp32
@@ -32,15 +34,6 @@ def weighted_nll(model, hidden, targets, weights, *, chunk_size: int = 512):
             w, vocab_major = model.lm_head[...].astype(model.dtype), False  # [D, V]
         return _weighted_nll(hidden, w, targets.astype(jnp.int32), weights.astype(jnp.float32),
                              vocab_major, int(chunk_size))
-
-
-def _chunks(x, c):
-    """[B, T, ...] -> [T / c, B, c, ...], zero-padded to a multiple of c."""
-    b, t = x.shape[:2]
-    pad = (-t) % c
-    if pad:
-        x = jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
-    return x.reshape(b, (t + pad) // c, c, *x.shape[2:]).swapaxes(0, 1)
 
 
 def _scan(hidden, w, targets, weights, vocab_major, chunk, grads=True):
@@ -72,7 +65,7 @@ def _scan(hidden, w, targets, weights, vocab_major, chunk, grads=True):
     d_w, (totals, d_h) = jax.lax.scan(
         body, jnp.zeros((d, w.shape[0] if vocab_major else w.shape[1]) if grads else (),
                         jnp.float32),
-        (_chunks(hidden, c), _chunks(targets, c), _chunks(weights, c)))
+        (sequence_chunks(hidden, c), sequence_chunks(targets, c), sequence_chunks(weights, c)))
     if not grads:
         return jnp.sum(totals)
     if vocab_major:
