@@ -95,50 +95,62 @@ def _forward(q, k, v, q_index, q_segment, kv_segment, block_q, block_k):
 
 
 def _backward(q, k, v, q_index, q_segment, kv_segment, out, lse, d_out, block_q, block_k):
-    """FlashAttention-2 backward: (dq, dk, dv) with probabilities recomputed per block."""
+    """FlashAttention-2 backward: (dq, dk, dv) with probabilities recomputed per block.
+
+    dK and dV accumulate transposed, as [B, K, D, S]: then every block matmul
+    contracts a leading dimension of its right operand only (dK^T = Q^T dS,
+    dV^T = dO^T P), and XLA's CPU dots copy no [G*Tq, Tk] score block into a
+    transposed layout (two such copies per block cost as much as a matmul).
+    Q and dO are transposed once per call instead.
+    """
     b, kh, g, t, d = q.shape
     n_q, n_k = t // block_q, k.shape[2] // block_k
     # D_i = sum_d dO * O: the softmax Jacobian's row term.
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+    q_t = q.transpose(0, 1, 4, 2, 3)  # [B, K, D, G, T]
+    d_out_t = d_out.transpose(0, 1, 4, 2, 3)
 
     def q_block(i, carry):
-        dq, dk, dv = carry
+        dq, dk_t, dv_t = carry
         q0 = i * block_q
         qi = jax.lax.dynamic_slice_in_dim(q, q0, block_q, axis=3)
+        qi_t = jax.lax.dynamic_slice_in_dim(q_t, q0, block_q, axis=4)
         doi = jax.lax.dynamic_slice_in_dim(d_out, q0, block_q, axis=3)
+        doi_t = jax.lax.dynamic_slice_in_dim(d_out_t, q0, block_q, axis=4)
         lse_i = jax.lax.dynamic_slice_in_dim(lse, q0, block_q, axis=3)
         delta_i = jax.lax.dynamic_slice_in_dim(delta, q0, block_q, axis=3)
         idx = jax.lax.dynamic_slice_in_dim(q_index, q0, block_q, axis=1)
         seg = jax.lax.dynamic_slice_in_dim(q_segment, q0, block_q, axis=1)
 
         def k_block(j, state):
-            dq_i, dk, dv = state
+            dq_i, dk_t, dv_t = state
             k0 = j * block_k
             kj, vj, mask, s = _block_scores(qi, k, v, idx, seg, kv_segment, j, block_k)
             p = jnp.where(mask, jnp.exp(s - lse_i[..., None]), 0.0)
-            dv_j = jnp.einsum("bkgqs,bkgqd->bksd", p.astype(doi.dtype), doi,
+            dv_j = jnp.einsum("bkdgq,bkgqs->bkds", doi_t, p.astype(doi.dtype),
                               preferred_element_type=jnp.float32)
             dp = jnp.einsum("bkgqd,bksd->bkgqs", doi, vj, preferred_element_type=jnp.float32)
             ds = (p * (dp - delta_i[..., None])).astype(qi.dtype)
             dq_i = dq_i + jnp.einsum("bkgqs,bksd->bkgqd", ds, kj,
                                      preferred_element_type=jnp.float32)
-            dk_j = jnp.einsum("bkgqs,bkgqd->bksd", ds, qi, preferred_element_type=jnp.float32)
-            dk = jax.lax.dynamic_update_slice_in_dim(
-                dk, jax.lax.dynamic_slice_in_dim(dk, k0, block_k, axis=2) + dk_j, k0, axis=2)
-            dv = jax.lax.dynamic_update_slice_in_dim(
-                dv, jax.lax.dynamic_slice_in_dim(dv, k0, block_k, axis=2) + dv_j, k0, axis=2)
-            return dq_i, dk, dv
+            dk_j = jnp.einsum("bkdgq,bkgqs->bkds", qi_t, ds, preferred_element_type=jnp.float32)
+            dk_t = jax.lax.dynamic_update_slice_in_dim(
+                dk_t, jax.lax.dynamic_slice_in_dim(dk_t, k0, block_k, axis=3) + dk_j, k0, axis=3)
+            dv_t = jax.lax.dynamic_update_slice_in_dim(
+                dv_t, jax.lax.dynamic_slice_in_dim(dv_t, k0, block_k, axis=3) + dv_j, k0, axis=3)
+            return dq_i, dk_t, dv_t
 
         last = _last_key_block(idx, block_k, n_k)
-        dq_i, dk, dv = jax.lax.fori_loop(
+        dq_i, dk_t, dv_t = jax.lax.fori_loop(
             0, last + 1, k_block,
-            (jnp.zeros((b, kh, g, block_q, d), jnp.float32), dk, dv))
+            (jnp.zeros((b, kh, g, block_q, d), jnp.float32), dk_t, dv_t))
         dq = jax.lax.dynamic_update_slice_in_dim(dq, dq_i, q0, axis=3)
-        return dq, dk, dv
+        return dq, dk_t, dv_t
 
-    zeros_kv = jnp.zeros(k.shape, jnp.float32)
-    return jax.lax.fori_loop(0, n_q, q_block,
-                             (jnp.zeros(q.shape, jnp.float32), zeros_kv, zeros_kv))
+    zeros_kv_t = jnp.zeros((b, kh, d, k.shape[2]), jnp.float32)
+    dq, dk_t, dv_t = jax.lax.fori_loop(
+        0, n_q, q_block, (jnp.zeros(q.shape, jnp.float32), zeros_kv_t, zeros_kv_t))
+    return dq, dk_t.transpose(0, 1, 3, 2), dv_t.transpose(0, 1, 3, 2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
