@@ -135,7 +135,7 @@ def test_packed_unweighted_neighbour_does_not_leak():
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_chunked_loss_gradient_equals_dense(tied):
-    """sft_loss (chunked, its projection gradient formed in the forward: weighted_nll.py)
+    """sft_loss (chunked, its projection gradient formed in the forward: vocab_objective.py)
     against autodiff of the dense [B, T, V] loss; tied: the embedding takes both the
     input's and the projection's gradient."""
     cfg = CFG.replace(tie_word_embeddings=tied)

@@ -9,12 +9,16 @@ One function per concern, so each can be checked alone against a float64 referen
     policy_loss_terms          PPO ratio clipped to [1 - eps_low, 1 + eps_high], dual clip c
     kl_penalty                 k1 / k3 estimators of KL(pi || pi_ref)
     importance_weights         truncated IS for sampler / trainer mismatch, and its metrics
-    agg_loss(_sums)            token-mean, seq-mean-token-mean, seq-mean-token-sum, Dr.GRPO
+    token_loss                 the per-token loss: clipped term x IS weight + KL - entropy
+    agg_coefficients           token-mean, seq-mean-token-mean, seq-mean-token-sum, Dr.GRPO
+                               as weights a_t on the per-token loss (set by the mask)
+    agg_loss(_sums)            the aggregated loss of a per-token loss
     grpo_loss(_sums)           all of the above -> (loss, `train/` metrics)
 
 Notation (the paper's and the GRPO literature's): a group is the n completions of one
 prompt, A_i = r_i - mean(r) its advantages, rho_t = pi(y_t) / pi_old(y_t) the ratio.
-`sequence_loss` assembles them into the `step.LossFn` the one train step runs; the
+`sequence_loss` assembles them into the `step.LossFn` the one train step runs (its
+gradient formed per vocabulary chunk in the forward pass, `vocab_objective.py`); the
 learner (`train/learner.py`), the command (`stages/grpo.py`) and the configs
 (`configs/grpo.py`) live elsewhere.
 """
@@ -32,6 +36,7 @@ import numpy as np
 
 from int_jax.train.step import LossTerms, Max, Mean, Min
 from int_jax.train.vocab import token_stats
+from int_jax.train.vocab_objective import vocab_objective
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
              "seq-mean-token-sum-norm")
@@ -270,35 +275,46 @@ def importance_weights(trainer_logp, sampler_logp, mask, cap: float | None):
 # -- aggregation ------------------------------------------------------------------
 
 
-def agg_loss_sums(per_token, mask, mode: str, constant_len: int | None = None):
-    """(total, weight) with loss = total / weight, both additive over micro-batches.
-
-    The one train loop sums both over micro-batches and divides once, so every mode
-    gives the same update however the batch is split. A row with no live token (batch
-    padding) is not a sequence: it adds nothing to either.
+def agg_coefficients(mask, mode: str, constant_len: int | None = None):
+    """(a [B, T], weight) with agg_loss_sums' total = sum_t a_t l_t: every mode is linear in
+    the per-token loss, with weights set by the mask alone (so the loss's gradient with
+    respect to a token's logprob is known in the forward pass: `vocab_objective`).
 
         token-mean               sum_it l m / sum_it m              (DAPO)
         seq-mean-token-mean      1/G sum_i (sum_t l m / sum_t m)    (GRPO)
         seq-mean-token-sum       1/G sum_i sum_t l m                (the authors' release:
                                  sum over tokens / 256 at 256 samples per update)
         seq-mean-token-sum-norm  1/G sum_i sum_t l m / L            (Dr.GRPO, constant L)
+
+    The weight is what the total is divided by; both add over micro-batches (below).
     """
     live = mask != 0
-    m = mask.astype(jnp.float32)
-    summed = jnp.sum(jnp.where(live, per_token * m, 0.0), axis=-1)  # [B, T] -> [B]
-    tokens = jnp.sum(m, axis=-1)  # [B]
+    m = jnp.where(live, mask.astype(jnp.float32), 0.0)
+    tokens = jnp.sum(m, axis=-1, keepdims=True)  # [B, 1]
     seqs = jnp.sum(jnp.any(live, axis=-1).astype(jnp.float32))
     if mode == "token-mean":
-        return jnp.sum(summed), jnp.sum(tokens)
+        return m, jnp.sum(tokens)
     if mode == "seq-mean-token-mean":
-        return jnp.sum(summed / jnp.where(tokens != 0, tokens, 1.0)), seqs
+        return m / jnp.where(tokens != 0, tokens, 1.0), seqs
     if mode == "seq-mean-token-sum":
-        return jnp.sum(summed), seqs
+        return m, seqs
     if mode == "seq-mean-token-sum-norm":
         if constant_len is None or constant_len <= 0:
             raise ValueError(f"mode {mode!r} needs constant_len > 0, got {constant_len!r}")
-        return jnp.sum(summed) / constant_len, seqs
+        return m / constant_len, seqs
     raise ValueError(f"loss aggregation mode must be one of {AGG_MODES}, got {mode!r}")
+
+
+def agg_loss_sums(per_token, mask, mode: str, constant_len: int | None = None):
+    """(total, weight) with loss = total / weight under `mode` (`agg_coefficients`).
+
+    The one train loop sums both over micro-batches and divides once, so every mode
+    gives the same update however the batch is split. A row with no live token (batch
+    padding) is not a sequence: it adds nothing to either. Whatever `per_token` holds
+    where the mask is 0 (NaN included) never reaches the total.
+    """
+    coeff, weight = agg_coefficients(mask, mode, constant_len)
+    return jnp.sum(jnp.where(mask != 0, coeff * per_token, 0.0)), weight
 
 
 def agg_loss(per_token, mask, mode: str, constant_len: int | None = None):
@@ -308,6 +324,43 @@ def agg_loss(per_token, mask, mode: str, constant_len: int | None = None):
 
 
 # -- the loss ---------------------------------------------------------------------
+
+
+class TokenLoss(NamedTuple):
+    """The GRPO objective's per-token loss [B, T] and its parts."""
+
+    loss: jax.Array  # l_t = w_t * pg_t + beta * kl_t - entropy_coef * H_t
+    pg: jax.Array  # w_t * pg_t: the (importance-weighted) clipped policy term
+    kl: jax.Array | None  # kl_t, when cfg.kl_coef > 0
+    terms: PolicyTerms
+
+
+def token_loss(cfg: GRPOConfig, logp, old_logp, advantages, mask, *, entropy=None,
+               ref_logp=None, is_weights=None) -> TokenLoss:
+    """l_t = w_t * clipped_pg_t + beta * kl_t - entropy_coef * H_t, position by position
+    (what `grpo_loss_sums` aggregates and `sequence_loss` differentiates per chunk).
+
+    is_weights [B, T]: truncated importance weights w_t (`importance_weights`), 1 if None.
+    """
+    terms = policy_loss_terms(logp, old_logp, advantages, mask, clip_low=cfg.clip_low,
+                              clip_high=cfg.clip_high, dual_clip=cfg.dual_clip)
+    pg = terms.loss if is_weights is None else terms.loss * is_weights
+    loss, kl = pg, None
+    if cfg.kl_coef > 0:
+        kl = kl_penalty(logp, ref_logp, cfg.kl_estimator)
+        loss = loss + cfg.kl_coef * kl
+    if cfg.entropy_coef > 0:
+        loss = loss - cfg.entropy_coef * entropy
+    return TokenLoss(loss, pg, kl, terms)
+
+
+def _check_inputs(cfg: GRPOConfig, entropy, ref_logp, sampler_logp) -> None:
+    if cfg.kl_coef > 0 and ref_logp is None:
+        raise ValueError("kl_coef > 0 needs ref_logp (the frozen reference's logprobs)")
+    if cfg.entropy_coef > 0 and entropy is None:
+        raise ValueError("entropy_coef > 0 needs entropy (token_logprobs_and_entropy)")
+    if cfg.tis_cap is not None and sampler_logp is None:
+        raise ValueError("tis_cap needs sampler_logp (the sampler's logprobs)")
 
 
 def grpo_loss_sums(cfg: GRPOConfig, logp, old_logp, advantages, mask, *, entropy=None,
@@ -326,40 +379,31 @@ def grpo_loss_sums(cfg: GRPOConfig, logp, old_logp, advantages, mask, *, entropy
     total and weight add over micro-batches (`agg_loss_sums`). Metrics are this
     batch's token means over the mask, whatever the aggregation mode.
     """
-    if cfg.kl_coef > 0 and ref_logp is None:
-        raise ValueError("kl_coef > 0 needs ref_logp (the frozen reference's logprobs)")
-    if cfg.entropy_coef > 0 and entropy is None:
-        raise ValueError("entropy_coef > 0 needs entropy (token_logprobs_and_entropy)")
-    if cfg.tis_cap is not None and sampler_logp is None:
-        raise ValueError("tis_cap needs sampler_logp (the sampler's logprobs)")
+    _check_inputs(cfg, entropy, ref_logp, sampler_logp)
     old_logp = jax.lax.stop_gradient(old_logp)
     advantages = jax.lax.stop_gradient(advantages)
-    terms = policy_loss_terms(logp, old_logp, advantages, mask, clip_low=cfg.clip_low,
-                              clip_high=cfg.clip_high, dual_clip=cfg.dual_clip)
-    pg = terms.loss
-    metrics = {}
+    if ref_logp is not None:
+        ref_logp = jax.lax.stop_gradient(ref_logp)
+    metrics, is_weights = {}, None
     if sampler_logp is not None:
-        weights, is_metrics = importance_weights(old_logp, sampler_logp, mask, cfg.tis_cap)
-        pg = pg * weights
+        is_weights, is_metrics = importance_weights(old_logp, sampler_logp, mask, cfg.tis_cap)
         metrics.update(is_metrics)
-    per_token = pg
-    if cfg.kl_coef > 0:
-        kl = kl_penalty(logp, jax.lax.stop_gradient(ref_logp), cfg.kl_estimator)
-        per_token = per_token + cfg.kl_coef * kl
-        metrics["train/kl_ref"] = _masked_mean(jax.lax.stop_gradient(kl), mask)
+    per = token_loss(cfg, logp, old_logp, advantages, mask, entropy=entropy,
+                     ref_logp=ref_logp, is_weights=is_weights)
+    if per.kl is not None:
+        metrics["train/kl_ref"] = _masked_mean(jax.lax.stop_gradient(per.kl), mask)
     if entropy is not None:
-        if cfg.entropy_coef > 0:
-            per_token = per_token - cfg.entropy_coef * entropy
         metrics["train/entropy"] = _masked_mean(jax.lax.stop_gradient(entropy), mask)
-    total, weight = agg_loss_sums(per_token, mask, cfg.loss_agg_mode, cfg.constant_len)
+    total, weight = agg_loss_sums(per.loss, mask, cfg.loss_agg_mode, cfg.constant_len)
 
     # k3 estimate of KL(pi_old || pi_theta) at tokens drawn from pi_old: how far the
     # updates have moved; 0 at the first update when pi_old is the trainer's own.
     log_ratio = jax.lax.stop_gradient(jnp.where(mask != 0, logp - old_logp, 0.0))
     log_ratio = jnp.clip(log_ratio, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    terms = per.terms
     metrics.update({
         "train/pg_loss": jax.lax.stop_gradient(
-            agg_loss(pg, mask, cfg.loss_agg_mode, cfg.constant_len)),
+            agg_loss(per.pg, mask, cfg.loss_agg_mode, cfg.constant_len)),
         "train/clip_frac_low": _masked_mean(terms.clipped_low, mask),
         "train/clip_frac_high": _masked_mean(terms.clipped_high, mask),
         "train/dual_clip_frac": _masked_mean(terms.dual_clipped, mask),
@@ -412,18 +456,46 @@ def sequence_loss(cfg: GRPOConfig, chunk_size: int = 512):
     position t's target t + 1 is a trained completion token); old_logp [B, T] at those
     positions; advantages [B]; and, as cfg needs them, sampler_logp (truncated IS) and
     ref_logp (KL) [B, T].
+
+    The loss goes through `vocab_objective`: the aggregation's weight a_t times
+    `token_loss` at each position, differentiated per vocabulary chunk in the forward
+    pass (three vocabulary matmuls per chunk instead of `token_stats`' four); the same
+    sum as `grpo_loss_sums`, which gives the metrics from its logprobs and entropies.
     """
     def loss_fn(model, batch, rng=None):
         del rng
-        logp, ent = sequence_logprobs(model, batch, temperature=cfg.temperature,
-                                      chunk_size=chunk_size, entropy=True)
         mask = batch["mask"]
-        total, weight, metrics = grpo_loss_sums(
-            cfg, logp, batch["old_logp"], batch["advantages"], mask, entropy=ent,
-            ref_logp=batch.get("ref_logp"), sampler_logp=batch.get("sampler_logp"))
+        old_logp = jax.lax.stop_gradient(batch["old_logp"])
+        ref_logp, sampler_logp = batch.get("ref_logp"), batch.get("sampler_logp")
+        _check_inputs(cfg, True, ref_logp, sampler_logp)
+        coeff, weight = agg_coefficients(mask, cfg.loss_agg_mode, cfg.constant_len)
+        adv = batch["advantages"]
+        aux = {"coeff": coeff, "old_logp": old_logp, "mask": mask,
+               "advantages": jnp.broadcast_to(adv[:, None] if adv.ndim == 1 else adv,
+                                              mask.shape).astype(jnp.float32)}
+        if sampler_logp is not None and cfg.tis_cap is not None:
+            aux["is_weights"], _ = importance_weights(old_logp, sampler_logp, mask,
+                                                      cfg.tis_cap)
+        if cfg.kl_coef > 0:
+            aux["ref_logp"] = ref_logp
+
+        def per_token(logp, ent, a):
+            per = token_loss(cfg, logp, a["old_logp"], a["advantages"], a["mask"],
+                             entropy=ent, ref_logp=a.get("ref_logp"),
+                             is_weights=a.get("is_weights"))
+            return jnp.where(a["mask"] != 0, a["coeff"] * per.loss, 0.0)
+
+        hidden = model.hidden_states(batch["ids"], batch["positions"],
+                                     segment_ids=batch["segment_ids"])
+        total, logp, ent = vocab_objective(model, hidden, next_token_targets(batch["ids"]),
+                                           per_token, aux, temperature=cfg.temperature,
+                                           entropy=True, chunk_size=chunk_size)
+        _, _, metrics = grpo_loss_sums(
+            cfg, logp, old_logp, batch["advantages"], mask, entropy=ent,
+            ref_logp=ref_logp, sampler_logp=sampler_logp)
         live = mask != 0
         tokens = jnp.sum(live.astype(jnp.float32))
-        log_ratio = jax.lax.stop_gradient(jnp.where(live, logp - batch["old_logp"], 0.0))
+        log_ratio = jnp.where(live, logp - old_logp, 0.0)
         terms = {name: Mean(metrics[name] * tokens, tokens)
                  for name in TOKEN_MEAN_METRICS if name in metrics}
         terms["train/ratio_max"] = Max(jnp.exp(jnp.max(jnp.where(live, log_ratio, -jnp.inf))))

@@ -23,8 +23,8 @@ takes minutes. So the step is split into pieces whose memory adds up:
     the reduce-scatter;
   * the loss: final norm and the chunked vocabulary projection, forward + backward: a
     chunk's fp32 logits, their gradient, the projection's gathered weights and gradient
-    (SFT: `weighted_nll`, which forms that gradient in the forward pass; GRPO:
-    `vocab.token_stats`, which recomputes the logits in the backward).
+    (`vocab_objective`, which forms that gradient in the forward pass; GRPO's adds
+    the entropy).
   The step's peak beyond the train state: the gradients, plus the larger of the loss's
   backward (every layer's saved activations live), a layer's backward (all but one
   layer's), or the optimizer's update.
@@ -59,8 +59,7 @@ import numpy as np
 from flax import nnx
 
 from int_jax.models import qwen3
-from int_jax.train.vocab import token_stats
-from int_jax.train.weighted_nll import weighted_nll
+from int_jax.train.vocab_objective import vocab_objective, weighted_nll
 
 # Target kernels that cannot compile on this CPU, and the kernel compiled instead.
 STAND_IN = {"splash": "flash", "triton": "flash", "cudnn": "flash"}
@@ -248,13 +247,15 @@ def _loss_piece(shape: StepShape):
     def fwd_bwd(params, hidden, targets):
         def loss(params, hidden):
             model = nnx.merge(graphdef, params)
-            if not shape.entropy:  # SFT's loss: the gradient formed in the forward pass
+            if not shape.entropy:  # SFT's loss
                 return weighted_nll(model, model.norm(hidden), targets,
                                     jnp.ones(targets.shape, jnp.float32),
                                     chunk_size=shape.loss_chunk)
-            nll, ent = token_stats(model, model.norm(hidden), targets,
-                                   chunk_size=shape.loss_chunk, entropy=True)
-            return jnp.sum(nll) + jnp.sum(ent)
+            # GRPO's: a per-token term of the logprob and the entropy
+            total, _, _ = vocab_objective(model, model.norm(hidden), targets,
+                                          lambda lp, ent, aux: lp + ent, {},
+                                          entropy=True, chunk_size=shape.loss_chunk)
+            return total
 
         _, pullback = jax.vjp(loss, params, hidden)
         return pullback(jnp.ones((), jnp.float32))

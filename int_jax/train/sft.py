@@ -4,7 +4,7 @@ The loss of a global batch is `sum_i w_i * nll_i / sum_i w_i` over every label
 token of every micro-batch: the loss returns the *sums* (`step.LossTerms`) and the
 train step divides once, so gradient accumulation and device count never change it.
 [B, T, V] logits are never materialised, and the projection's gradient is formed in the
-forward pass (`weighted_nll.py`).
+forward pass (`vocab_objective.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from int_jax.train.step import LossTerms
-from int_jax.train.weighted_nll import weighted_nll
+from int_jax.train.vocab_objective import weighted_nll
 
 Batch = Mapping[str, jax.Array]
 
