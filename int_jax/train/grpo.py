@@ -489,7 +489,9 @@ def sequence_loss(cfg: GRPOConfig, chunk_size: int = 512):
                                      segment_ids=batch["segment_ids"])
         total, logp, ent = vocab_objective(model, hidden, next_token_targets(batch["ids"]),
                                            per_token, aux, temperature=cfg.temperature,
-                                           entropy=True, chunk_size=chunk_size)
+                                           entropy=True,
+                                           entropy_gradient=cfg.entropy_coef > 0,
+                                           chunk_size=chunk_size)
         _, _, metrics = grpo_loss_sums(
             cfg, logp, old_logp, batch["advantages"], mask, entropy=ent,
             ref_logp=ref_logp, sampler_logp=sampler_logp)

@@ -37,24 +37,28 @@ PerToken = Callable[[jax.Array, jax.Array | None, Mapping[str, jax.Array]], jax.
 
 def vocab_objective(model, hidden, targets, per_token: PerToken, aux: Mapping[str, jax.Array],
                     *, temperature: float = 1.0, entropy: bool = False,
-                    chunk_size: int = 512):
+                    entropy_gradient: bool = True, chunk_size: int = 512):
     """(total, logp, ent): total = sum_{b,t} per_token(logp, ent, aux)[b, t] (fp32
     scalar), differentiable in `hidden` [B, T, D] and the projection weight (tied
     embedding or lm_head); logp = log softmax(project(hidden) / temperature) at
     `targets` [B, T], ent its entropy ([B, T], or None without `entropy`), both values
     only (no gradient flows through them: the loss's gradient is total's). `aux`: [B, T]
-    data the per-token term reads (weights, masks, old logprobs ...), zero-padded to
-    the chunks; a zero row of `aux` must give a zero term.
+    data the per-token term reads (weights, masks, old logprobs ...; as fp32, and not
+    differentiated), zero-padded to the chunks: a position whose `aux` is all zero must
+    give a zero term. `entropy_gradient=False`: the term reads the entropy as a constant
+    (GRPO without an entropy bonus computes it for its metrics only), which spares two
+    passes over each chunk's [B, c, V] probabilities in the gradient.
     """
     with jax.named_scope("loss"):
         if model.config.tie_word_embeddings:
             w, vocab_major = model.embed_tokens[...].astype(model.dtype), True  # [V, D]
         else:
             w, vocab_major = model.lm_head[...].astype(model.dtype), False  # [D, V]
-        aux = {k: jnp.asarray(v) for k, v in aux.items()}
+        # fp32 data (a mask may come as ints): the custom rule's zero cotangents for it
+        aux = {k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}
         total, logp, ent = _objective(hidden, w, targets.astype(jnp.int32), aux, per_token,
                                       vocab_major, int(chunk_size), float(temperature),
-                                      bool(entropy))
+                                      bool(entropy), bool(entropy and entropy_gradient))
         logp = jax.lax.stop_gradient(logp)
         return total, logp, (jax.lax.stop_gradient(ent) if entropy else None)
 
@@ -74,7 +78,7 @@ def _negative_weighted_logp(logp, ent, aux):
 
 
 def _scan(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature, entropy,
-          grads=True):
+          entropy_gradient, grads=True):
     """(total, logp, ent, d_total/d_hidden, d_total/d_w in fp32); without `grads` the
     first three."""
     b, t, d = hidden.shape
@@ -92,7 +96,11 @@ def _scan(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature, e
         logp = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0] - lse
         p = jnp.exp(z - lse[..., None])
         ent = lse - jnp.sum(p * z, axis=-1) if entropy else None
-        term, pullback = jax.vjp(lambda lp, e: per_token(lp, e, aux_c), logp, ent)
+        if entropy_gradient:
+            term, pullback = jax.vjp(lambda lp, e: per_token(lp, e, aux_c), logp, ent)
+        else:
+            term, pull_logp = jax.vjp(lambda lp: per_token(lp, ent, aux_c), logp)
+            pullback = lambda ct: (*pull_logp(ct), None)  # noqa: E731
         out = (jnp.sum(term), logp, ent if entropy else jnp.zeros((), jnp.float32))
         if not grads:
             return d_w, (out, None)
@@ -100,7 +108,7 @@ def _scan(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature, e
         g, e = pullback(jnp.ones_like(term))
         hit = jax.lax.broadcasted_iota(jnp.int32, z.shape, 2) == y[..., None]
         d_z = g[..., None] * jnp.where(hit, 1.0 - p, -p)
-        if entropy:
+        if entropy_gradient:
             d_z = d_z - e[..., None] * p * (z - lse[..., None] + ent[..., None])
         if temperature != 1.0:
             d_z = d_z / temperature
@@ -127,21 +135,24 @@ def _scan(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature, e
     return jnp.sum(totals), logp, ent, d_h, d_w
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
-def _objective(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature, entropy):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8, 9))
+def _objective(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature, entropy,
+               entropy_gradient):
     return _scan(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature,
-                 entropy, grads=False)
+                 entropy, entropy_gradient, grads=False)
 
 
-def _forward(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature, entropy):
+def _forward(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature, entropy,
+             entropy_gradient):
     total, logp, ent, d_h, d_w = _scan(hidden, w, targets, aux, per_token, vocab_major, chunk,
-                                       temperature, entropy)
+                                       temperature, entropy, entropy_gradient)
     return (total, logp, ent), (d_h, d_w, jnp.zeros((), w.dtype), aux)  # w's dtype
 
 
-def _backward(per_token, vocab_major, chunk, temperature, entropy, res, cotangents):
+def _backward(per_token, vocab_major, chunk, temperature, entropy, entropy_gradient, res,
+              cotangents):
     """Only total's cotangent is used: `vocab_objective` stops logp's and ent's."""
-    del per_token, vocab_major, chunk, temperature, entropy
+    del per_token, vocab_major, chunk, temperature, entropy, entropy_gradient
     d_h, d_w, w_like, aux = res
     cotangent = cotangents[0]
     return ((cotangent * d_h).astype(d_h.dtype), (cotangent * d_w).astype(w_like.dtype), None,
