@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from int_jax.train.step import LossTerms, Max, Mean, Min
-from int_jax.train.vocab import token_stats
+from int_jax.train.vocab import softmax_entropy, token_stats
 from int_jax.train.vocab_objective import vocab_objective
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
@@ -153,8 +153,7 @@ def group_advantages(rewards, normalize_by_std: bool = False, eps: float = 1e-6)
 def entropy_from_logits(logits):
     """H = -sum_v p_v log p_v over the last axis, as lse(z) - sum_v p_v z_v (no log 0)."""
     lse = jax.nn.logsumexp(logits, axis=-1)
-    p = jnp.exp(logits - lse[..., None])
-    return lse - jnp.sum(p * logits, axis=-1)
+    return softmax_entropy(jnp.exp(logits - lse[..., None]), logits, lse)
 
 
 def _weight_head(weight):

@@ -30,6 +30,20 @@ def sequence_chunks(x, c: int):
     return x.reshape(b, (t + pad) // c, c, *x.shape[2:]).swapaxes(0, 1)
 
 
+def softmax_at(logits, targets):
+    """(log p at `targets` [...], p [..., V], logsumexp [...]) of softmax over the last
+    axis: what every per-token statistic of a chunk reads."""
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return picked - lse, jnp.exp(logits - lse[..., None]), lse
+
+
+def softmax_entropy(p, logits, lse):
+    """H = -sum_v p_v log p_v, as lse - sum_v p_v z_v (no log 0), from `softmax_at`'s p
+    and lse."""
+    return lse - jnp.sum(p * logits, axis=-1)
+
+
 def _token_stats(model, hidden, targets, chunk_size, entropy):
     b, t = hidden.shape[:2]
     c = min(chunk_size, t)
@@ -39,13 +53,10 @@ def _token_stats(model, hidden, targets, chunk_size, entropy):
     @jax.checkpoint
     def one_chunk(h, y):
         logits = model.project(h)  # [B, c, V] fp32
-        lse = jax.nn.logsumexp(logits, axis=-1)
-        picked = jnp.take_along_axis(logits, y[..., None].astype(jnp.int32), axis=-1)[..., 0]
-        nll = lse - picked
+        logp, p, lse = softmax_at(logits, y)
         if not entropy:
-            return nll, jnp.zeros_like(nll)
-        p = jnp.exp(logits - lse[..., None])
-        return nll, lse - jnp.sum(p * logits, axis=-1)
+            return -logp, jnp.zeros_like(logp)
+        return -logp, softmax_entropy(p, logits, lse)
 
     def body(_, xs):
         return None, one_chunk(*xs)

@@ -28,7 +28,7 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from int_jax.train.vocab import sequence_chunks
+from int_jax.train.vocab import sequence_chunks, softmax_at, softmax_entropy
 
 # per_token(logp [B, c], entropy [B, c] or None, aux {name: [B, c]}) -> l [B, c]: the
 # term at (b, t) may read only position (b, t) of its arguments.
@@ -43,19 +43,18 @@ def vocab_objective(model, hidden, targets, per_token: PerToken, aux: Mapping[st
     embedding or lm_head); logp = log softmax(project(hidden) / temperature) at
     `targets` [B, T], ent its entropy ([B, T], or None without `entropy`), both values
     only (no gradient flows through them: the loss's gradient is total's). `aux`: [B, T]
-    data the per-token term reads (weights, masks, old logprobs ...; as fp32, and not
-    differentiated), zero-padded to the chunks: a position whose `aux` is all zero must
-    give a zero term. `entropy_gradient=False`: the term reads the entropy as a constant
-    (GRPO without an entropy bonus computes it for its metrics only), which spares two
-    passes over each chunk's [B, c, V] probabilities in the gradient.
+    data the per-token term reads (weights, masks, old logprobs ...; not differentiated),
+    zero-padded to the chunks: a position whose `aux` is all zero must give a zero term.
+    `entropy_gradient=False`: the term reads the entropy as a constant (GRPO without an
+    entropy bonus computes it for its metrics only), which spares two passes over each
+    chunk's [B, c, V] probabilities in the gradient.
     """
     with jax.named_scope("loss"):
         if model.config.tie_word_embeddings:
             w, vocab_major = model.embed_tokens[...].astype(model.dtype), True  # [V, D]
         else:
             w, vocab_major = model.lm_head[...].astype(model.dtype), False  # [D, V]
-        # fp32 data (a mask may come as ints): the custom rule's zero cotangents for it
-        aux = {k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}
+        aux = {k: jnp.asarray(v) for k, v in aux.items()}
         total, logp, ent = _objective(hidden, w, targets.astype(jnp.int32), aux, per_token,
                                       vocab_major, int(chunk_size), float(temperature),
                                       bool(entropy), bool(entropy and entropy_gradient))
@@ -92,10 +91,8 @@ def _scan(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature, e
             z = jnp.einsum(logits_eq, h, w, preferred_element_type=jnp.float32)
         if temperature != 1.0:
             z = z / temperature
-        lse = jax.nn.logsumexp(z, axis=-1)
-        logp = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0] - lse
-        p = jnp.exp(z - lse[..., None])
-        ent = lse - jnp.sum(p * z, axis=-1) if entropy else None
+        logp, p, lse = softmax_at(z, y)
+        ent = softmax_entropy(p, z, lse) if entropy else None
         if entropy_gradient:
             term, pullback = jax.vjp(lambda lp, e: per_token(lp, e, aux_c), logp, ent)
         else:
@@ -146,17 +143,17 @@ def _forward(hidden, w, targets, aux, per_token, vocab_major, chunk, temperature
              entropy_gradient):
     total, logp, ent, d_h, d_w = _scan(hidden, w, targets, aux, per_token, vocab_major, chunk,
                                        temperature, entropy, entropy_gradient)
-    return (total, logp, ent), (d_h, d_w, jnp.zeros((), w.dtype), aux)  # w's dtype
+    return (total, logp, ent), (d_h, d_w, jnp.zeros((), w.dtype))  # the last: w's dtype
 
 
 def _backward(per_token, vocab_major, chunk, temperature, entropy, entropy_gradient, res,
               cotangents):
     """Only total's cotangent is used: `vocab_objective` stops logp's and ent's."""
     del per_token, vocab_major, chunk, temperature, entropy, entropy_gradient
-    d_h, d_w, w_like, aux = res
+    d_h, d_w, w_like = res
     cotangent = cotangents[0]
     return ((cotangent * d_h).astype(d_h.dtype), (cotangent * d_w).astype(w_like.dtype), None,
-            jax.tree.map(jnp.zeros_like, aux))
+            None)
 
 
 _objective.defvjp(_forward, _backward)
