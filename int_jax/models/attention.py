@@ -30,7 +30,7 @@ import jax.numpy as jnp
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
-def _allowed(q_index, q_segment, kv_segment, kv_offset=0, kv_len=None):
+def visible_keys(q_index, q_segment, kv_segment, kv_offset=0, kv_len=None):
     """Boolean [B, T, S_chunk] mask for keys kv_offset .. kv_offset+kv_len."""
     kv_len = kv_segment.shape[-1] if kv_len is None else kv_len
     kv_index = kv_offset + jnp.arange(kv_len, dtype=jnp.int32)
@@ -53,7 +53,7 @@ def xla_attention(q, k, v, q_index, q_segment, kv_segment):
     qg = _group_queries(q, kv_heads)
     scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
     scores = scores * (d**-0.5)
-    mask = _allowed(q_index, q_segment, kv_segment)[:, None, None, :, :]
+    mask = visible_keys(q_index, q_segment, kv_segment)[:, None, None, :, :]
     scores = jnp.where(mask, scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
@@ -86,7 +86,7 @@ def chunked_attention(q, k, v, q_index, q_segment, kv_segment, *, chunk_size=512
         m_prev, l_prev, acc = carry
         idx, kc, vc, segc = xs
         scores = jnp.einsum("btkgd,bskd->bkgts", qg, kc, preferred_element_type=jnp.float32)
-        mask = _allowed(q_index, q_segment, segc, kv_offset=idx * chunk, kv_len=chunk)
+        mask = visible_keys(q_index, q_segment, segc, kv_offset=idx * chunk, kv_len=chunk)
         scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
         m_new = jnp.maximum(m_prev, scores.max(axis=-1))
         correction = jnp.exp(m_prev - m_new)

@@ -174,7 +174,8 @@ def token_logprobs_and_entropy(hidden, head, targets, *, temperature: float = 1.
     if not callable(head):
         head = _weight_head(head)
     # token_stats reads `model.project`; scaling inside it keeps the chunking.
-    scaled = types.SimpleNamespace(project=lambda h: head(h) / temperature)
+    scaled = types.SimpleNamespace(
+        project=head if temperature == 1.0 else lambda h: head(h) / temperature)
     if entropy:
         nll, ent = token_stats(scaled, hidden, targets, chunk_size=chunk_size, entropy=True)
         return -nll, ent
