@@ -23,11 +23,16 @@ def get_config(arg: str = "default") -> ConfigDict:
     c.base = ConfigDict(dict(
         seed=0,
         workdir="runs/running_sum_base",  # the SFT run, under <workdir>/<key>/
-        rounds=2,  # SFT runs in a row, each from the last (the first from random weights)
+        rounds=4,  # SFT runs in a row, each from the last (the first from random weights)
         examples=16000,  # fresh examples per round
         drop=0.35,  # chance of dropping a carry in a trace (traces.py)
         other_errors=0.3,  # failed attempts for `verify` whose first error is not a carry
-        shares=ConfigDict(dict(trace=0.5, guided=0.1, verify=0.3, reflect=0.05, hint=0.05)),
+        # `verify`'s answer: the attempt checked step by step against the reference, then
+        # the block ("checked"), or the block alone ("block": the base before 2026-11-30,
+        # whose proposer guessed the location).
+        verify_answer="checked",
+        shares=ConfigDict(dict(trace=0.35, guided=0.1, verify=0.3, copy=0.15, reflect=0.05,
+                               hint=0.05)),
         model=ConfigDict(dict(vocab_size=128, hidden_size=128, intermediate_size=384,
                               num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
                               rope_theta=10000.0, tie_word_embeddings=True,

@@ -199,33 +199,46 @@ def test_special_ids_errors(tmp_path):
 # -- the base model's data ------------------------------------------------------------------
 
 
-def test_verify_examples_name_the_true_first_error():
+@pytest.mark.parametrize("verify_answer", ["checked", "block"])
+def test_verify_examples_name_the_true_first_error(verify_answer):
     """The verification answers parse strictly with the pipeline's own parser, and name
-    the checker's first wrong step of the attempt in the chat with the reference's step."""
+    the checker's first wrong step of the attempt in the chat with the reference's step;
+    the checked answer first judges every step up to that one, in order."""
     rng = random.Random(5)
     fmt = chat.step_format()
     seen = 0
     for i in range(60):
-        ex = base_data.example("verify", i, rng, drop=traces.DROP, other_errors=0.3)
+        ex = base_data.example("verify", i, rng, drop=traces.DROP, other_errors=0.3,
+                               verify_answer=verify_answer)
         if ex is None:
             continue
         seen += 1
-        parsed = parse_intervention(ex.segments[0].text)
+        answer = ex.segments[0].text
+        parsed = parse_intervention(answer)
         assert parsed.ok and parsed.repairs == ()
         text = ex.messages[0]["content"]
         problem = text.splitlines()[1]
         start, ops = problems.operands_of(Problem(id="p", problem=problem, answer=""))
         numbered = ex.messages[2]["content"].split("Attempt:\n", 1)[1].rsplit("\nFind", 1)[0]
         steps = [s.split(": ", 1)[1] for s in numbered.split("\n\n")]
-        assert parsed.location == checker.check_steps(start, ops, steps).first_wrong
-        assert parsed.content == problems.reference_steps(start, ops)[parsed.location - 1]
+        first = checker.check_steps(start, ops, steps).first_wrong
+        reference = problems.reference_steps(start, ops)
+        assert parsed.location == first
+        assert parsed.content == reference[first - 1]
         assert ex.messages[1]["content"] == problems.make_problem("q", start, ops).reference_solution
         assert fmt.number(steps) == numbered
+        judged = answer.split("\n")[:-1]
+        if verify_answer == "block":
+            assert judged == []
+            continue
+        assert judged == [f"S{k}: {steps[k - 1]} ok" for k in range(1, first)] + [
+            f"S{first}: {steps[first - 1]} no, {reference[first - 1]}"]
     assert seen > 40
 
 
 def test_example_mix_and_bad_kind():
-    out = base_data.examples(200, {"trace": 1, "guided": 1, "verify": 1, "reflect": 1, "hint": 1},
+    out = base_data.examples(200, {"trace": 1, "guided": 1, "verify": 1, "copy": 1, "reflect": 1,
+                                   "hint": 1},
                              seed=0, drop=0.35, other_errors=0.3)
     kinds = {e.meta["kind"] for e in out}
     assert kinds == set(base_data.KINDS) and len(out) == 200
@@ -233,8 +246,15 @@ def test_example_mix_and_bad_kind():
     for e in hints:  # the hint's steps start the answer
         hint = e.messages[0]["content"].split("Hint:\n", 1)[1]
         assert e.segments[0].text.startswith(hint)
+    copies = [e for e in out if e.meta["kind"] == "copy"]
+    for e in copies:  # the labelled steps again, one per line
+        numbered = e.messages[0]["content"].removeprefix(base_data.COPY_PROMPT)
+        assert e.segments[0].text == numbered.replace("\n\n", "\n")
     with pytest.raises(ValueError, match="unknown kind"):
         base_data.examples(1, {"trace": 1, "proof": 1}, seed=0, drop=0.3, other_errors=0.0)
+    with pytest.raises(ValueError, match="verify_answer='essay'"):
+        base_data.examples(1, {"verify": 1}, seed=0, drop=0.3, other_errors=0.0,
+                           verify_answer="essay")
 
 
 def test_seeds_table_reads_each_seed_and_compares_by_the_spread(tmp_path):

@@ -179,8 +179,10 @@ def _toy(c: ConfigDict) -> None:
     c.int.steps.update(chat.step_values())
     c.int.run.progress = False
     c.int.rollout.update(n=4, max_new_tokens=160, batch_size=64)
+    # The proposer checks the attempt step by step before its block (up to ~260
+    # characters: running_sum/chat.checked_answer); prompt + answer fit max_len.
     c.int.propose.update(k=2, guided_per="problem", guided_max_new_tokens=160,
-                         max_new_tokens=80, context_limit=960, batch_size=64)
+                         max_new_tokens=288, context_limit=736, batch_size=64)
     c.int.continuation.update(m=2, max_new_tokens=160, batch_size=32)
     c.int.reflect.update(max_new_tokens=160, context_limit=960, batch_size=64)
     c.hard.n = 8

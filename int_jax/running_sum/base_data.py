@@ -7,10 +7,15 @@ Kinds (shares in `config.base.shares`):
 * `guided`: turn 1 of the proposer chat (problem + reference) -> a solution that
   follows the reference.
 * `verify`: the proposer chat (turn 1, its guided solution, then a failed attempt in
-  labelled steps) -> the intervention block naming the true first wrong step
-  (`checker.py`) and the reference's step there. Most failed attempts are dropped
+  labelled steps) -> the attempt checked step by step against the reference up to the
+  true first wrong step (`checker.py`), then the intervention block naming it with the
+  reference's step there (`chat.checked_answer`). Most failed attempts are dropped
   carries; a share (`other_errors`) have a step off by another amount, so the model
   learns to compare with the reference rather than to look for carries.
+* `copy`: labelled steps with random totals -> the same steps as the checked answer
+  writes them (`S1: 47+8=61`). Pretraining, not a pipeline chat: a checked answer copies
+  the attempt's steps, and a step that is computable from the problem teaches a model
+  to compute it, not to copy; only totals it cannot compute make it attend back to them.
 * `reflect`, `hint`: small shares of the SFT(Reflect) and hint-guided RL prompts, so
   those baselines have answers to work from: a correct rewrite; the hint's steps
   followed by the model's own (dropped carries again).
@@ -29,7 +34,8 @@ from int_jax.running_sum import chat, checker, traces
 from int_jax.running_sum.problems import (STEP_SEPARATOR, Difficulty, draw, make_problem,
                                           reference_steps, step_text)
 
-KINDS = ("trace", "guided", "verify", "reflect", "hint")
+KINDS = ("trace", "guided", "verify", "copy", "reflect", "hint")
+COPY_PROMPT = "Copy:\n"
 
 
 def _mixed(rng: random.Random) -> Difficulty:
@@ -52,11 +58,27 @@ def other_error(start: int, operands: list[int], rng: random.Random, drop: float
     return STEP_SEPARATOR.join(steps)
 
 
+VERIFY_ANSWERS = ("checked", "block")
+
+
+def random_step(rng: random.Random) -> str:
+    """`left+operand=total` with the total off by up to 20 half the time."""
+    left, operand = rng.randint(1, 400), rng.randint(1, 39)
+    off = rng.choice([d for d in range(-20, 21) if d]) if rng.random() < 0.5 else 0
+    return step_text(left, operand, max(0, left + operand + off))
+
+
 def example(kind: str, index: int, rng: random.Random, drop: float,
-            other_errors: float) -> SFTExample | None:
+            other_errors: float, verify_answer: str = "checked") -> SFTExample | None:
     """One example of `kind`, or None when the drawn problem cannot make one (no
-    carry to drop for a failed attempt)."""
+    carry to drop for a failed attempt). `verify_answer`: "checked" (the attempt
+    checked step by step in writing, then the block: `chat.checked_answer`) or "block"
+    (the block alone)."""
     prompts, fmt = chat.prompt_set(), chat.step_format()
+    if kind == "copy":
+        steps = [random_step(rng) for _ in range(rng.randint(1, 10))]
+        return _sft(index, kind, [{"role": "user", "content": COPY_PROMPT + fmt.number(steps)}],
+                    chat.copied_steps(steps))
     start, operands = draw(rng, _mixed(rng))
     problem = make_problem(f"base-{index}", start, operands)
     reference = problem.reference_solution
@@ -80,8 +102,10 @@ def example(kind: str, index: int, rng: random.Random, drop: float,
         steps = fmt.split(failed)
         first = checker.check_steps(start, operands, steps).first_wrong
         messages = prompts.proposal_chat(problem.problem, reference, reference, fmt.number(steps))
-        return _sft(index, kind, messages,
-                    chat.intervention_block(first, reference_steps(start, operands)[first - 1]))
+        reference_list = reference_steps(start, operands)
+        answer = (chat.checked_answer(steps, first, reference_list) if verify_answer == "checked"
+                  else chat.intervention_block(first, reference_list[first - 1]))
+        return _sft(index, kind, messages, answer)
     raise ValueError(f"unknown base example kind {kind!r}; known: {KINDS}")
 
 
@@ -91,18 +115,20 @@ def _sft(index: int, kind: str, messages, response: str) -> SFTExample:
 
 
 def examples(n: int, shares: dict[str, float], seed: int, drop: float,
-             other_errors: float) -> list[SFTExample]:
+             other_errors: float, verify_answer: str = "checked") -> list[SFTExample]:
     """`n` examples, kinds drawn by `shares` (normalised)."""
     unknown = sorted(set(shares) - set(KINDS))
     if unknown:
         raise ValueError(f"config.base.shares: unknown kind(s) {unknown}; known: {KINDS}")
+    if verify_answer not in VERIFY_ANSWERS:
+        raise ValueError(f"config.base.verify_answer={verify_answer!r}; known: {VERIFY_ANSWERS}")
     kinds = [k for k in KINDS if shares.get(k, 0) > 0]
     weights = [float(shares[k]) for k in kinds]
     rng = random.Random(f"base:{seed}")
     out: list[SFTExample] = []
     while len(out) < n:
         kind = rng.choices(kinds, weights)[0]
-        ex = example(kind, len(out), rng, drop, other_errors)
+        ex = example(kind, len(out), rng, drop, other_errors, verify_answer)
         if ex is not None:
             out.append(ex)
     return out

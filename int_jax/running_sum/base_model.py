@@ -65,7 +65,7 @@ def write_data(config: ConfigDict, path: Path, seed: int) -> Path:
 
     b = config.base
     data = examples(int(b.examples), b.shares.to_dict(), seed, float(b.drop),
-                    float(b.other_errors))
+                    float(b.other_errors), str(b.get("verify_answer", "block")))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_records(path, data)
     return path

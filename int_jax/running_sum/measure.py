@@ -10,7 +10,7 @@ import collections
 from pathlib import Path
 
 from int_jax.data.records import Problem, Proposal, Rollout, iter_records
-from int_jax.running_sum.checker import CORRECT, check_attempt
+from int_jax.running_sum.checker import CORRECT, MISSING, check_attempt
 from int_jax.running_sum.problems import operands_of
 
 
@@ -23,7 +23,9 @@ def measure(run: str | Path) -> dict:
 
     * per difficulty: attempts, correct (the grader's verdict) and the checker's;
     * over parsed proposals: located at the true first wrong step, at some wrong step,
-      at a correct one."""
+      at a correct one; and the expected first two counts of a proposer that names one
+      of the attempt's steps at random (`*_by_chance`: most steps of a failed hard
+      attempt are wrong, so "some wrong step" is easy to hit)."""
     run = Path(run)
     problems = {p.id: p for p in _records(run / "rollout" / "problems.jsonl", Problem)}
     rollouts = {r.id: r for r in _records(run / "rollout" / "rollouts.jsonl", Rollout)}
@@ -50,5 +52,11 @@ def measure(run: str | Path) -> dict:
                                         and verdicts[q.location - 1] != CORRECT)
         located["at_correct_step"] += int(1 <= q.location <= len(verdicts)
                                           and verdicts[q.location - 1] == CORRECT)
+        # What naming a step of the attempt at random would score, to read the two above by.
+        own = [v for v in verdicts if v != MISSING]  # the attempt's steps
+        if own:
+            located["first_wrong_by_chance"] += 1 / len(own)
+            located["at_wrong_step_by_chance"] += sum(v != CORRECT for v in own) / len(own)
     return {"accuracy": {k: dict(v) for k, v in sorted(by_difficulty.items())},
-            "locations": dict(located)}
+            "locations": {k: round(v, 1) if isinstance(v, float) else v
+                          for k, v in located.items()}}
