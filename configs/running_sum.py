@@ -28,8 +28,8 @@ def get_config(arg: str = "default") -> ConfigDict:
         drop=0.35,  # chance of dropping a carry in a trace (traces.py)
         other_errors=0.3,  # failed attempts for `verify` whose first error is not a carry
         # `verify`'s answer: the attempt checked step by step against the reference, then
-        # the block ("checked"), or the block alone ("block": the base before 2026-11-30,
-        # whose proposer guessed the location).
+        # the block ("checked"), or the block alone ("block": the base up to commit
+        # 240e24b, whose proposer guessed the location; README "A miniature InT").
         verify_answer="checked",
         shares=ConfigDict(dict(trace=0.35, guided=0.1, verify=0.3, copy=0.15, reflect=0.05,
                                hint=0.05)),

@@ -36,6 +36,7 @@ from int_jax.running_sum.problems import (STEP_SEPARATOR, Difficulty, draw, make
 
 KINDS = ("trace", "guided", "verify", "copy", "reflect", "hint")
 COPY_PROMPT = "Copy:\n"
+VERIFY_ANSWERS = ("checked", "block")  # `chat.checked_answer`, `chat.intervention_block`
 
 
 def _mixed(rng: random.Random) -> Difficulty:
@@ -56,9 +57,6 @@ def other_error(start: int, operands: list[int], rng: random.Random, drop: float
     steps.append(step_text(left, operands[at], wrong))
     steps += traces.attempt_steps(start, operands, rng, drop, total=wrong, first=at + 1)
     return STEP_SEPARATOR.join(steps)
-
-
-VERIFY_ANSWERS = ("checked", "block")
 
 
 def random_step(rng: random.Random) -> str:

@@ -58,12 +58,14 @@ def checked_answer(steps: list[str], first_wrong: int, reference: list[str]) -> 
     step), then the intervention block with that step as the fix.
 
     Why the written check: a block alone gives one location token of signal per example,
-    which a 0.8M-parameter model does not learn from in 32,000 examples (it guesses the
-    location: 1.5 nats, a uniform choice among ~5); checking step by step in writing, as
-    a real proposer reasons before its block, makes each judgment a local one."""
-    lines = copied_steps(steps[:first_wrong]).split("\n")
-    lines = [f"{line} ok" for line in lines[:-1]] + [f"{lines[-1]} no, {reference[first_wrong - 1]}"]
-    return "\n".join(lines + [intervention_block(first_wrong, reference[first_wrong - 1])])
+    which the 0.8M-parameter base did not learn from in two rounds of training (it
+    guessed the location: 1.5 nats, a uniform pick among ~5 steps); checking step by
+    step in writing, as a real proposer reasons before its block, gives a signal per step
+    and puts each step next to its verdict."""
+    fix = reference[first_wrong - 1]
+    lines = [f"{STEP_LABEL.format(i=k)} {steps[k - 1]} ok" for k in range(1, first_wrong)]
+    lines.append(f"{STEP_LABEL.format(i=first_wrong)} {steps[first_wrong - 1]} no, {fix}")
+    return "\n".join(lines + [intervention_block(first_wrong, fix)])
 
 
 def copied_steps(steps: list[str]) -> str:
