@@ -282,3 +282,21 @@ def test_seeds_table_reads_each_seed_and_compares_by_the_spread(tmp_path):
     (tmp_path / "s1" / "rl" / "eval" / "summary_heldout_hard.json").write_text("{}")
     with pytest.raises(ValueError, match="s1/rl/eval/summary_heldout_hard.json: field 'pass_at_1'"):
         seeds.pass_at_1(folders, "heldout_hard")
+
+
+def test_proposer_check_script_counts_the_committed_base():
+    """benchmarks/running_sum_proposer.py runs on the committed base and its counts add
+    up (the base writes parsable blocks, and copies a copy prompt)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "running_sum_proposer.py"),
+                          str(root / "assets" / "running_sum" / "base"), "--n", "3",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert counts["chats"] == 3 and counts["copy_prompts"] == 1
+    assert counts["parsed"] >= 2 and 0 <= counts["fix_is_reference"] <= counts["parsed"]
+    assert counts["first_wrong"] <= counts["parsed"] and counts["copied_exactly"] <= 1
