@@ -22,13 +22,14 @@ PROBLEMS = ROOT / "assets" / "running_sum" / "problems"
 # Bounds on the base (README "A miniature InT"): a broken model (no stop, no copying)
 # solves no easy problem; one without the systematic error solves hard ones about as
 # often as easy ones (> 0.9). The committed base, pass@1 over 64 problems x 4 samples
-# (int-jax pipeline configs/experiments/base.py:toy): easy ~1.0, held-out hard ~0.1; on
-# the 32 attempts here the binomial sd is at most 0.09 (0.06 at p = 0.15), so the bounds
-# sit 3 sd or more from the base and far from either broken model.
+# (int-jax pipeline configs/experiments/base.py:toy): easy 0.99, held-out hard 0.13,
+# training hard 0.16; on the 32 attempts here the binomial sd is 0.065 at p = 0.16, so
+# the hard bound sits about 3 sd above the base, and both far from either broken model.
 EASY_MIN, HARD_MAX = 0.6, 0.35
 # The claim: most parsed proposals name a wrong step. And more than a few name
-# the first one (the committed base: 0.22 on these problems; 58 proposals, sd 0.055;
-# naming a step at random would score about 0.15, see measure's *_by_chance).
+# the first one (the committed base: 0.22 on these problems, 58 proposals, sd 0.055;
+# 0.27 over the 64 training problems, where naming a step at random scores 0.12: see
+# measure's *_by_chance).
 FIRST_WRONG_MIN = 0.1
 WRONG_STEP_MIN = 0.5
 
