@@ -41,18 +41,15 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(args.base)
     model = AutoModelForCausalLM.from_pretrained(args.base).eval()
     rng = random.Random("running-sum-proposer-check")
-    prompts, fmt = chat.prompt_set(), chat.step_format()
     counts = dict(chats=0, parsed=0, first_wrong=0, fix_is_reference=0)
     while counts["chats"] < args.n:
         start, ops = draw(rng, HARD)
-        failed = (base_data.other_error(start, ops, rng, traces.DROP) if rng.random() < 0.3
-                  else traces.failed_attempt(start, ops, rng, 0.5))
+        failed = base_data.attempt_to_verify(start, ops, rng, traces.DROP, other_errors=0.3)
         if failed is None:
             continue
-        problem, steps = make_problem("check", start, ops), fmt.split(failed)
+        steps = chat.step_format().split(failed)
         first = checker.check_steps(start, ops, steps).first_wrong
-        messages = prompts.proposal_chat(problem.problem, problem.reference_solution,
-                                         problem.reference_solution, fmt.number(steps))
+        messages = base_data.verify_chat(make_problem("check", start, ops), steps)
         parsed = parse_intervention(_generate(model, tok, messages, 320))
         counts["chats"] += 1
         if parsed.ok:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 
-from int_jax.data.records import Segment, SFTExample
+from int_jax.data.records import Problem, Segment, SFTExample
 from int_jax.intervention.prompts import hint_prefix
 from int_jax.running_sum import chat, checker, traces
 from int_jax.running_sum.problems import (STEP_SEPARATOR, Difficulty, draw, make_problem,
@@ -59,6 +59,23 @@ def other_error(start: int, operands: list[int], rng: random.Random, drop: float
     return STEP_SEPARATOR.join(steps)
 
 
+def attempt_to_verify(start: int, operands: list[int], rng: random.Random, drop: float,
+                      other_errors: float) -> str | None:
+    """A failed attempt as the proposer is taught on them: with chance `other_errors` one
+    whose first error is not a carry (`other_error`), else dropped carries (at chance
+    0.5 or more, so failures come quickly); None when the problem cannot fail so."""
+    if rng.random() < other_errors:
+        return other_error(start, operands, rng, drop)
+    return traces.failed_attempt(start, operands, rng, max(drop, 0.5))
+
+
+def verify_chat(problem: Problem, steps: list[str]) -> list[dict]:
+    """The proposer chat on `steps`, its first turn answered by the reference."""
+    reference = problem.reference_solution
+    return chat.prompt_set().proposal_chat(problem.problem, reference, reference,
+                                           chat.step_format().number(steps))
+
+
 def random_step(rng: random.Random) -> str:
     """`left+operand=total` with the total off by up to 20 half the time."""
     left, operand = rng.randint(1, 400), rng.randint(1, 39)
@@ -85,8 +102,7 @@ def example(kind: str, index: int, rng: random.Random, drop: float,
                     traces.attempt(start, operands, rng, drop))
     if kind == "guided":
         return _sft(index, kind, prompts.solve_chat(problem.problem, reference), reference)
-    failed = (other_error(start, operands, rng, drop) if rng.random() < other_errors
-              else traces.failed_attempt(start, operands, rng, max(drop, 0.5)))
+    failed = attempt_to_verify(start, operands, rng, drop, other_errors)
     if kind == "hint":
         hint = hint_prefix(reference, 0.5)
         known = fmt.split(hint)
@@ -99,7 +115,7 @@ def example(kind: str, index: int, rng: random.Random, drop: float,
     if kind == "verify":
         steps = fmt.split(failed)
         first = checker.check_steps(start, operands, steps).first_wrong
-        messages = prompts.proposal_chat(problem.problem, reference, reference, fmt.number(steps))
+        messages = verify_chat(problem, steps)
         reference_list = reference_steps(start, operands)
         answer = (chat.checked_answer(steps, first, reference_list) if verify_answer == "checked"
                   else chat.intervention_block(first, reference_list[first - 1]))

@@ -63,11 +63,16 @@ def checked_answer(steps: list[str], first_wrong: int, reference: list[str]) -> 
     step in writing, as a real proposer reasons before its block, gives a signal per step
     and puts each step next to its verdict."""
     fix = reference[first_wrong - 1]
-    lines = [f"{STEP_LABEL.format(i=k)} {steps[k - 1]} ok" for k in range(1, first_wrong)]
-    lines.append(f"{STEP_LABEL.format(i=first_wrong)} {steps[first_wrong - 1]} no, {fix}")
+    lines = [f"{labelled_step(k, steps[k - 1])} ok" for k in range(1, first_wrong)]
+    lines.append(f"{labelled_step(first_wrong, steps[first_wrong - 1])} no, {fix}")
     return "\n".join(lines + [intervention_block(first_wrong, fix)])
 
 
+def labelled_step(k: int, step: str) -> str:
+    """Step `k` as a checked answer copies it: `S1: 47+8=55`."""
+    return f"{STEP_LABEL.format(i=k)} {step}"
+
+
 def copied_steps(steps: list[str]) -> str:
-    """Steps one per line with their labels (`S1: 47+8=55`), as a checked answer copies them."""
-    return "\n".join(f"{STEP_LABEL.format(i=k)} {step}" for k, step in enumerate(steps, 1))
+    """Steps one per line with their labels, as a checked answer copies them."""
+    return "\n".join(labelled_step(k, step) for k, step in enumerate(steps, 1))
